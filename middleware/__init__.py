@@ -1,0 +1,44 @@
+"""closeguard: WebSocket close semantics done right, for any ASGI app.
+
+``from middleware import WebSocketCloseMiddleware`` and mount it; the rest of this package is
+what its records, errors and rules are made of.
+"""
+
+from __future__ import annotations
+
+from .asgi import MaxMessageSize, WebSocketCloseMiddleware, connection_id
+from .closelog import LOGGER_NAME
+from .codes import (
+    MAX_REASON_BYTES,
+    CloseCode,
+    CodeClass,
+    InvalidCloseCode,
+    InvalidCloseReason,
+    check_close,
+    classify,
+    describe,
+    substitute_close,
+    truncate_utf8,
+)
+from .connection import CloseAlreadySent
+from .record import CloseRecord, Initiator
+
+__all__ = [
+    "LOGGER_NAME",
+    "MAX_REASON_BYTES",
+    "CloseAlreadySent",
+    "CloseCode",
+    "CloseRecord",
+    "CodeClass",
+    "Initiator",
+    "InvalidCloseCode",
+    "InvalidCloseReason",
+    "MaxMessageSize",
+    "WebSocketCloseMiddleware",
+    "check_close",
+    "classify",
+    "connection_id",
+    "describe",
+    "substitute_close",
+    "truncate_utf8",
+]

@@ -1,0 +1,91 @@
+"""How a close record becomes one log line: its level, its words, and its structured fields."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .codes import CloseCode
+from .record import CloseRecord
+
+__all__ = ["LOGGER_NAME", "MESSAGE", "level_for", "log_record", "printable"]
+
+#: A stable name, so an app can route or silence closeguard's records in its logging config.
+LOGGER_NAME = "closeguard"
+
+#: %-style, so nothing is formatted for a record no handler wants.
+MESSAGE = "websocket %s %s: code=%s reason=%s initiator=%s%s"
+
+#: Codes that say a peer misbehaved or the app turned it away: worth a look, not a page.
+NOTABLE_CODES = frozenset(
+    {CloseCode.POLICY_VIOLATION, CloseCode.MESSAGE_TOO_BIG, CloseCode.INTERNAL_ERROR}
+)
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped, so no value can forge a log line.
+
+    Reasons and paths come from clients; a newline or an ANSI escape in them must show up as
+    ``\\n`` or ``\\x1b``, not act.
+    """
+    if text.isprintable():
+        return text
+    return repr(text)[1:-1]
+
+
+def level_for(record: CloseRecord) -> int:
+    """ERROR when the app failed, WARNING when a close was rejected, replaced or notable."""
+    if record.exception is not None:
+        return logging.ERROR
+    if record.requested_code is not None or record.code in NOTABLE_CODES:
+        return logging.WARNING
+    return logging.INFO
+
+
+def _outcome(record: CloseRecord) -> str:
+    if record.accepted:
+        return "closed"
+    if record.http_status is not None:
+        return f"refused with HTTP {record.http_status}"
+    return "ended before accept"
+
+
+def _details(record: CloseRecord) -> str:
+    parts = []
+    if record.requested_code is not None or record.violation is not None:
+        parts.append(f" requested_code={record.requested_code} ({record.violation})")
+    if record.exception is not None:
+        parts.append(f" exception={record.exception}")
+    parts.append(
+        f" duration={record.duration:.3f}s"
+        f" received={record.messages_received}/{record.bytes_received}B"
+        f" sent={record.messages_sent}/{record.bytes_sent}B"
+        f" id={record.connection_id}"
+    )
+    return "".join(parts)
+
+
+def log_record(
+    logger: logging.Logger,
+    record: CloseRecord,
+    exc_info: BaseException | None = None,
+) -> None:
+    """Write ``record`` once: the fields go as ``extra``, the strings escaped."""
+    level = level_for(record)
+    if not logger.isEnabledFor(level):
+        return
+    extra: dict[str, Any] = record.as_dict()
+    extra["path"] = printable(record.path)
+    extra["reason"] = printable(record.reason)
+    logger.log(
+        level,
+        MESSAGE,
+        extra["path"],
+        _outcome(record),
+        record.code,
+        repr(record.reason),
+        record.initiator,
+        _details(record),
+        exc_info=exc_info,
+        extra=extra,
+    )
