@@ -1,0 +1,259 @@
+"""What a client sees on the wire, and the one record written, under real servers.
+
+Each server kind in ``tests/servers.py`` serves ``tests/wire_app.py`` in its own process on
+127.0.0.1; the ``websockets`` client talks to it. Every behaviour of the middleware is checked
+by the close code and reason the client receives and by the single log record of that
+connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.conftest import Seen, talk
+from tests.servers import SERVERS, RunningServer, run_server
+from tests.wire_app import DEFAULT_LIMIT, SMALL_LIMIT
+
+GENERIC_1011 = (1011, "internal error")
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def running(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    with run_server(str(request.param), tmp_path_factory.mktemp("server")) as server:
+        yield server
+
+
+class Connection:
+    """One test connection: a unique token in its path, and what the server wrote for it."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.server = server
+        self.token = uuid.uuid4().hex[:12]
+        self.output_before = len(server.output())
+
+    def url(self, route: str, **query: str) -> str:
+        url = f"{self.server.url}{route}/{self.token}"
+        if query:
+            url += "?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
+        return url
+
+    def record(self) -> dict[str, Any]:
+        records = self.server.records_for(self.token)
+        assert len(records) == 1, f"expected exactly one record, got {records}"
+        return records[0]
+
+    def server_output(self) -> str:
+        return self.server.output()[self.output_before :]
+
+
+@pytest.fixture
+def conn(running: RunningServer) -> Connection:
+    return Connection(running)
+
+
+# The app's own closes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1008, 1011, 1012, 1013, 3000, 4000, 4999])
+async def test_valid_close_reaches_the_client_unchanged(conn: Connection, code: int) -> None:
+    seen = await talk(conn.url(f"/close/{code}", reason="bye"))
+    assert seen.close == (code, "bye")
+    record = conn.record()
+    assert (record["code"], record["reason"], record["initiator"]) == (code, "bye", "app")
+    assert record["requested_code"] is None
+    assert record["accepted"] is True
+    assert record["level"] == ("WARNING" if code in (1008, 1011) else "INFO")
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1015, 1016, 2999, 5000])
+async def test_invalid_code_is_rejected_and_the_client_gets_1011(
+    conn: Connection, code: int
+) -> None:
+    seen = await talk(conn.url(f"/close/{code}", reason="bye"))
+    assert seen.close == GENERIC_1011
+    record = conn.record()
+    assert record["code"] == 1011
+    assert record["initiator"] == "middleware"
+    assert record["requested_code"] == code
+    assert record["exception"] == "middleware.codes.InvalidCloseCode"
+    assert f"close code {code} is" in record["violation"]
+    assert record["level"] == "ERROR"
+
+
+@pytest.mark.parametrize("reason", ["a" * 200, "é" * 62])
+async def test_reason_over_123_bytes_is_rejected(conn: Connection, reason: str) -> None:
+    seen = await talk(conn.url("/close/4000", reason=reason))
+    assert seen.close == GENERIC_1011
+    record = conn.record()
+    assert record["requested_code"] == 4000
+    assert record["exception"] == "middleware.codes.InvalidCloseReason"
+    assert "the limit is 123 bytes" in record["violation"]
+
+
+async def test_reason_of_exactly_123_bytes_passes(conn: Connection) -> None:
+    reason = "é" * 61 + "a"
+    seen = await talk(conn.url("/close/4000", reason=reason))
+    assert seen.close == (4000, reason)
+
+
+async def test_raw_app_can_recover_from_a_rejected_close(conn: Connection) -> None:
+    seen = await talk(conn.url("/raw/recover/1006"))
+    assert seen.close == (4000, "rejected 1006")
+    record = conn.record()
+    assert (record["code"], record["initiator"], record["requested_code"]) == (4000, "app", 1006)
+    assert record["exception"] is None
+    assert record["level"] == "WARNING"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "sent"),
+    [
+        (1005, "bye", (1000, "bye")),
+        (1006, "bye", (1011, "bye")),
+        (999, "bye", (1011, "bye")),
+        (4000, "é" * 62, (4000, "é" * 61)),
+    ],
+)
+async def test_replace_mode_sends_a_substitute_and_warns(
+    conn: Connection, code: int, reason: str, sent: tuple[int, str]
+) -> None:
+    seen = await talk(conn.url(f"/replace/close/{code}", reason=reason))
+    assert seen.close == sent
+    record = conn.record()
+    assert (record["code"], record["reason"]) == sent
+    assert record["requested_code"] == code
+    assert record["initiator"] == "app"
+    assert record["level"] == "WARNING"
+    assert record["violation"]
+
+
+# Exceptions ---------------------------------------------------------------------------------
+
+
+async def test_exception_after_accept_becomes_1011_without_its_text(conn: Connection) -> None:
+    seen = await talk(conn.url("/raise"))
+    assert seen.close == GENERIC_1011
+    record = conn.record()
+    assert (record["code"], record["initiator"]) == (1011, "middleware")
+    assert record["exception"] == "RuntimeError"
+    assert record["level"] == "ERROR"
+    # Re-raised: the server logs the traceback, so closeguard's record carries none.
+    assert record["traceback"] is False
+    assert "hunter2" in conn.server_output()
+    assert "hunter2" not in record["message"]
+
+
+async def test_without_reraise_the_traceback_is_logged_once_by_closeguard(
+    conn: Connection,
+) -> None:
+    seen = await talk(conn.url("/swallow/raise"))
+    assert seen.close == GENERIC_1011
+    record = conn.record()
+    assert record["traceback"] is True
+    assert "hunter2" not in conn.server_output()
+
+
+async def test_exception_before_accept_is_the_servers_http_500(conn: Connection) -> None:
+    seen = await talk(conn.url("/raise-before-accept"))
+    assert seen == Seen(status=500)
+    record = conn.record()
+    assert record["accepted"] is False
+    assert record["code"] is None
+    assert record["exception"] == "RuntimeError"
+    assert record["level"] == "ERROR"
+
+
+async def test_close_before_accept_is_a_refused_handshake(conn: Connection) -> None:
+    seen = await talk(conn.url("/refuse"))
+    assert seen == Seen(status=403)
+    record = conn.record()
+    assert (record["accepted"], record["http_status"], record["initiator"]) == (False, 403, "app")
+    assert record["code"] is None
+    assert record["level"] == "INFO"
+
+
+async def test_send_after_close_raises_and_nothing_follows_the_close(conn: Connection) -> None:
+    seen = await talk(conn.url("/raw/send-after-close"))
+    assert seen.close == (4002, "done")
+    assert seen.messages == ()
+    record = conn.record()
+    assert (record["code"], record["initiator"]) == (4002, "app")
+    assert record["exception"] == "middleware.connection.CloseAlreadySent"
+    assert "CloseAlreadySent" in conn.server_output()
+
+
+# Ends the app did not say ------------------------------------------------------------------
+
+
+async def test_return_without_close_gives_a_clean_1000(conn: Connection) -> None:
+    seen = await talk(conn.url("/return"))
+    assert seen.messages == ("ready",)
+    assert seen.close == (1000, "")
+    record = conn.record()
+    assert (record["code"], record["initiator"], record["level"]) == (1000, "middleware", "INFO")
+    assert record["messages_sent"] == 1
+
+
+@pytest.mark.parametrize("route", ["/echo", "/echo-text"])
+async def test_client_close_is_recorded_and_leaves_no_traceback(
+    conn: Connection, route: str
+) -> None:
+    seen = await talk(conn.url(route), ("hi",), expect_replies=1, close=(4321, "bye"))
+    assert seen.messages == ("hi",)
+    assert seen.close == (4321, "bye")
+    record = conn.record()
+    assert (record["code"], record["reason"], record["initiator"]) == (4321, "bye", "client")
+    assert (record["messages_received"], record["bytes_received"]) == (1, 2)
+    assert (record["messages_sent"], record["bytes_sent"]) == (1, 2)
+    assert record["exception"] is None
+    assert "Traceback" not in conn.server_output()
+
+
+# Oversized messages ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "a" * (DEFAULT_LIMIT + 1),
+        "é" * (DEFAULT_LIMIT // 2 + 1),  # fewer characters than the limit, more bytes
+        b"\x00" * (DEFAULT_LIMIT + 1),
+    ],
+    ids=["ascii", "multibyte", "bytes"],
+)
+async def test_message_over_the_limit_closes_1009_naming_the_limit(
+    conn: Connection, message: str | bytes
+) -> None:
+    seen = await talk(conn.url("/echo"), ("small", message), expect_replies=1)
+    assert seen.messages == ("small",)
+    assert seen.close == (1009, f"message exceeds the limit of {DEFAULT_LIMIT} bytes")
+    record = conn.record()
+    assert (record["code"], record["initiator"], record["level"]) == (1009, "middleware", "WARNING")
+    assert record["messages_received"] == 1  # the oversized one never reached the app
+    assert "Traceback" not in conn.server_output()
+
+
+async def test_message_at_the_limit_in_utf8_bytes_is_delivered(conn: Connection) -> None:
+    message = "é" * (DEFAULT_LIMIT // 2)
+    seen = await talk(conn.url("/echo"), (message,), expect_replies=1, close=(1000, ""))
+    assert seen.messages == (message,)
+    assert conn.record()["bytes_received"] == DEFAULT_LIMIT
+
+
+async def test_per_route_limit(conn: Connection) -> None:
+    seen = await talk(conn.url("/small/echo"), ("x" * (SMALL_LIMIT + 1),))
+    assert seen.close == (1009, f"message exceeds the limit of {SMALL_LIMIT} bytes")
+
+
+def test_every_connection_left_exactly_one_record(running: RunningServer) -> None:
+    """After the module's connections, no path appears in two records."""
+    paths = [line["path"] for line in running.log_lines()]
+    assert paths, "the server wrote no records at all"
+    assert len(paths) == len(set(paths))

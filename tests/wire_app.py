@@ -1,0 +1,185 @@
+"""The app the wire tests run under real servers: one route per scenario, closeguard in front.
+
+Servers run it in their own process, so the records come back through a file: the
+``closeguard`` logger writes each log record it emits as one JSON line to
+``$CLOSEGUARD_TEST_LOG``. Every route ends in a ``{token}`` the test makes up, so a test
+finds its own connection's record among all the others by its path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from middleware import LOGGER_NAME, InvalidCloseCode, WebSocketCloseMiddleware
+from middleware.record import FIELD_NAMES
+
+#: Small enough to reach quickly, and below every server's own limit.
+DEFAULT_LIMIT = 4096
+SMALL_LIMIT = 16
+
+
+class JsonLinesHandler(logging.Handler):
+    """Write each log record's level, message and close-record fields as one JSON line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line: dict[str, Any] = {
+            "level": record.levelname,
+            "message": record.getMessage(),
+            "traceback": record.exc_info is not None,
+        }
+        line.update({name: getattr(record, name, None) for name in FIELD_NAMES})
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def _configure_logging() -> None:
+    path = os.environ.get("CLOSEGUARD_TEST_LOG")
+    if not path:
+        return
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.addHandler(JsonLinesHandler(path))
+
+
+# Starlette endpoints --------------------------------------------------------------------
+
+
+async def close_with(websocket: WebSocket) -> None:
+    await websocket.accept()
+    code = int(websocket.path_params["code"])
+    await websocket.close(code, websocket.query_params.get("reason", ""))
+
+
+async def raise_after_accept(websocket: WebSocket) -> None:
+    await websocket.accept()
+    raise RuntimeError("secret detail from the database: password=hunter2")
+
+
+async def raise_before_accept(websocket: WebSocket) -> None:
+    raise RuntimeError("failed before accept")
+
+
+async def refuse(websocket: WebSocket) -> None:
+    await websocket.close(4001, "not allowed")
+
+
+async def return_without_close(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text("ready")
+
+
+async def echo(websocket: WebSocket) -> None:
+    """Echo until the client leaves; the WebSocketDisconnect that ends it is left to propagate."""
+    await websocket.accept()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        if message.get("text") is not None:
+            await websocket.send_text(message["text"])
+        else:
+            await websocket.send_bytes(message["bytes"])
+
+
+async def echo_text(websocket: WebSocket) -> None:
+    """The usual Starlette loop: receive_text raises WebSocketDisconnect when the peer leaves."""
+    await websocket.accept()
+    while True:
+        await websocket.send_text(await websocket.receive_text())
+
+
+# Raw ASGI apps: what only the ASGI level can do ------------------------------------------
+
+
+async def raw_recover(scope: Scope, receive: Receive, send: Send) -> None:
+    """Try an invalid close, catch closeguard's error, then close validly."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    code = int(scope["path"].split("/")[3])
+    try:
+        await send({"type": "websocket.close", "code": code, "reason": "bye"})
+    except InvalidCloseCode as exc:
+        await send({"type": "websocket.close", "code": 4000, "reason": f"rejected {exc.code}"})
+
+
+async def raw_send_after_close(scope: Scope, receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": 4002, "reason": "done"})
+    await send({"type": "websocket.send", "text": "too late"})
+
+
+def _starlette() -> Starlette:
+    return Starlette(
+        routes=[
+            WebSocketRoute("/close/{code:int}/{token}", close_with),
+            WebSocketRoute("/raise/{token}", raise_after_accept),
+            WebSocketRoute("/raise-before-accept/{token}", raise_before_accept),
+            WebSocketRoute("/refuse/{token}", refuse),
+            WebSocketRoute("/return/{token}", return_without_close),
+            WebSocketRoute("/echo/{token}", echo),
+            WebSocketRoute("/small/echo/{token}", echo),
+            WebSocketRoute("/echo-text/{token}", echo_text),
+        ]
+    )
+
+
+def _limit(scope: Scope) -> int | None:
+    return SMALL_LIMIT if scope["path"].startswith("/small/") else DEFAULT_LIMIT
+
+
+class PrefixRouter:
+    """Send each path prefix to its own closeguard configuration."""
+
+    def __init__(self, routes: dict[str, ASGIApp], default: ASGIApp) -> None:
+        self.routes = routes
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for prefix, app in self.routes.items():
+            if scope.get("path", "").startswith(prefix):
+                await app(scope, receive, send)
+                return
+        await self.default(scope, receive, send)
+
+
+def build() -> ASGIApp:
+    _configure_logging()
+    inner = _starlette()
+    return PrefixRouter(
+        {
+            "/raw/recover/": WebSocketCloseMiddleware(raw_recover),
+            "/raw/send-after-close/": WebSocketCloseMiddleware(raw_send_after_close),
+            "/replace/": WebSocketCloseMiddleware(
+                _strip("/replace", inner), invalid_close="replace"
+            ),
+            "/swallow/": WebSocketCloseMiddleware(_strip("/swallow", inner), reraise=False),
+        },
+        default=WebSocketCloseMiddleware(inner, max_message_size=_limit),
+    )
+
+
+def _strip(prefix: str, app: ASGIApp) -> ASGIApp:
+    """Serve ``app`` under ``prefix`` while the record keeps the full path."""
+
+    async def stripped(scope: Scope, receive: Receive, send: Send) -> None:
+        inner_scope = dict(scope)
+        inner_scope["path"] = scope["path"][len(prefix) :]
+        await app(inner_scope, receive, send)
+
+    return stripped
+
+
+app = build()
