@@ -1,0 +1,211 @@
+"""What every benchmark shares: the echo app, statistics, pinning, the machine and the table.
+
+The figures are only comparable inside one run, so each script measures every variant in the
+same process (or against servers started by it), in interleaved rounds, and reports ratios of
+paired rounds: a slow moment of the machine hits both sides of a ratio, not one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+#: Text with 2-, 3- and 4-byte UTF-8 characters, next to ASCII and bytes: the size check is
+#: free for ASCII and bytes and costs an encode for the rest, so all of them are measured.
+PAYLOADS: dict[str, str | bytes] = {
+    "ascii": "hello world, this is a plain ASCII chat message",
+    "multibyte": "héllo wörld ✓ — ça va? Grüße, ĉu vi?",
+    "emoji": "ok 👍🎉 party 🚀 time 😀",
+    "bytes": bytes(range(48)),
+}
+
+#: Packages whose versions go into every report.
+PACKAGES = (
+    "closeguard",
+    "starlette",
+    "uvicorn",
+    "websockets",
+    "wsproto",
+    "opentelemetry-sdk",
+    "opentelemetry-instrumentation-asgi",
+    "sentry-sdk",
+)
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI echo app: the least work an app can do per message, so overhead shows."""
+    if scope["type"] == "http":
+        await http_404(send)
+        return
+    if scope["type"] != "websocket":
+        return
+    message = await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        text = message.get("text")
+        if text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes")})
+
+
+async def http_404(send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+# Statistics ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """Samples of one quantity, one per round; the median is what the table shows."""
+
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def spread(self) -> float:
+        """Half the range between the 25th and 75th percentile, relative to the median."""
+        if len(self.samples) < 4:
+            low, high = min(self.samples), max(self.samples)
+        else:
+            quartiles = statistics.quantiles(self.samples, n=4)
+            low, high = quartiles[0], quartiles[2]
+        median = self.median
+        return 0.0 if median == 0 else (high - low) / 2 / abs(median)
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> Figure:
+    """Round-by-round ratios: both figures of a round saw the same state of the machine."""
+    return Figure([a / b for a, b in zip(numerator, denominator, strict=True) if b])
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}" if value < 100 else f"{value:.0f}"
+
+
+def fmt_figure(figure: Figure, digits: int = 3) -> str:
+    return f"{fmt(figure.median, digits)} ±{figure.spread * 100:.1f}%"
+
+
+# Targets ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """One pass/fail check: ``value`` compared with ``limit`` the way ``kind`` says."""
+
+    name: str
+    value: float
+    limit: float
+    kind: str  # "max": value <= limit passes; "min": value >= limit passes
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit if self.kind == "max" else self.value >= self.limit
+
+    def row(self) -> str:
+        sign = "<=" if self.kind == "max" else ">="
+        verdict = "pass" if self.passed else "**MISS**"
+        return f"| {self.name} | {fmt(self.value)} | {sign} {fmt(self.limit)} | {verdict} |"
+
+
+def targets_table(targets: Sequence[Target]) -> str:
+    lines = ["| target | measured | required | result |", "|---|---|---|---|"]
+    lines += [target.row() for target in targets]
+    return "\n".join(lines)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# The machine --------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_table() -> str:
+    rows = [
+        ["nproc", str(os.cpu_count())],
+        ["CPU", cpu_model()],
+        ["OS", f"{platform.system()} {platform.release()}"],
+        ["Python", f"{platform.python_implementation()} {sys.version.split()[0]}"],
+    ]
+    rows += [[package, version(package)] for package in PACKAGES]
+    return table(["", "version"], rows)
+
+
+# Pinning ------------------------------------------------------------------------------------
+
+SERVER_CPU = 0
+CLIENT_CPU = 1
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def pin(cpu: int) -> bool:
+    """Pin this process to ``cpu`` when the machine has two cores to give; say if it did."""
+    if not can_pin():
+        return False
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+    return True
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few rounds and small counts (CI smoke run; lenient thresholds, see README)",
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="override the round count")
+
+
+def finish(title: str, sections: Sequence[str], targets: Sequence[Target]) -> int:
+    """Print the report; the exit status is 1 when a target was missed."""
+    print(f"## {title}\n")
+    for section in sections:
+        print(section + "\n")
+    print(targets_table(targets) + "\n")
+    missed = [target.name for target in targets if not target.passed]
+    if missed:
+        print(f"MISSED: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
