@@ -23,9 +23,7 @@ from .codes import (
 from .connection import CloseAlreadySent
 from .record import CloseRecord, Initiator
 
-__all__ = [
-    "LOGGER_NAME",
-    "MAX_REASON_BYTES",
+__all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "CloseAlreadySent",
     "CloseCode",
     "CloseRecord",
@@ -33,6 +31,8 @@ __all__ = [
     "Initiator",
     "InvalidCloseCode",
     "InvalidCloseReason",
+    "LOGGER_NAME",
+    "MAX_REASON_BYTES",
     "MaxMessageSize",
     "WebSocketCloseMiddleware",
     "check_close",

@@ -61,16 +61,17 @@ def serve(app: ASGIApp, ws: str, **config: object) -> Iterator[str]:
     settings.update(config)
     server = uvicorn.Server(uvicorn.Config(app, **settings))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start within 10 s"
     try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started, "uvicorn did not start within 10 s"
         yield f"ws://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        if thread.is_alive():
+            thread.join(timeout=15)
         sock.close()
         assert not thread.is_alive(), "uvicorn did not stop within 15 s"
 

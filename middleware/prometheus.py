@@ -1,0 +1,155 @@
+"""Prometheus metrics from close records: closes by code and initiator, durations, open sockets.
+
+An optional integration (``pip install 'closeguard[prometheus]'``): nothing else in
+``middleware`` imports this module, so the core never needs ``prometheus_client``. Use it as::
+
+    metrics = PrometheusCloseMetrics()
+    app = Starlette(routes=..., middleware=[
+        Middleware(CountOpenConnections, metrics=metrics),   # outermost: sees the real end
+        Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
+    ])
+
+and serve :func:`exposition` at ``/metrics``. Under ``uvicorn --workers N`` every worker is a
+process with its own counters; prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+set before the workers start) shares them through files, and :func:`exposition` merges them
+when given that directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .record import CloseRecord
+
+__all__ = ["DURATION_BUCKETS", "CountOpenConnections", "PrometheusCloseMetrics", "exposition"]
+
+#: WebSocket connections live from milliseconds (a refused handshake) to hours (a dashboard).
+DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0)
+
+
+class PrometheusCloseMetrics:
+    """The three metrics; :meth:`on_close` is the ``on_close`` hook that feeds two of them.
+
+    ``registry=None`` creates the metrics without registering them (for tests, or to register
+    them yourself). In multiprocess mode leave the default: prometheus_client writes every
+    process's values to files and :func:`exposition` reads them back.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str = "closeguard",
+        registry: CollectorRegistry | None = REGISTRY,
+        buckets: tuple[float, ...] = DURATION_BUCKETS,
+    ) -> None:
+        self.closes = Counter(
+            "websocket_closes",
+            "WebSocket connections ended, by close code ('none' when no Close frame was sent, "
+            "as for a refused handshake) and by who ended them (app, client, middleware).",
+            ["code", "initiator"],
+            namespace=namespace,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "websocket_connection_duration_seconds",
+            "How long WebSocket connections lasted, from the handshake to the last event.",
+            namespace=namespace,
+            registry=registry,
+            buckets=buckets,
+        )
+        self.open = Gauge(
+            "websocket_open_connections",
+            "WebSocket connections accepted and not yet ended.",
+            namespace=namespace,
+            registry=registry,
+            # Summed over the worker processes that are alive (multiprocess mode only).
+            multiprocess_mode="livesum",
+        )
+
+    def on_close(self, record: CloseRecord) -> None:
+        """Count one ended connection; pass this as the middleware's ``on_close``."""
+        code = "none" if record.code is None else str(record.code)
+        self.closes.labels(code=code, initiator=record.initiator).inc()
+        self.duration.observe(record.duration)
+
+
+class CountOpenConnections:
+    """Pure ASGI: the open-connections gauge goes up on ``websocket.accept``, down at the end.
+
+    Put it outside :class:`~middleware.WebSocketCloseMiddleware`, so the end it sees comes after
+    closeguard's own close (1011, 1009, 1000) and after an exception has left the app.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: PrometheusCloseMetrics) -> None:
+        self.app = app
+        self.gauge = metrics.open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        accepted = False
+
+        async def counting_send(message: Message) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                # Count before the server sends: the gauge must never go below zero.
+                accepted = True
+                self.gauge.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if accepted:
+                self.gauge.dec()
+
+
+def _forget_dead_processes(path: str) -> None:
+    """Drop the live-gauge files of worker processes that are gone.
+
+    prometheus_client leaves that to a server hook (gunicorn's ``child_exit``); uvicorn has no
+    such hook, so a killed worker's open connections would be counted forever. A pid that no
+    longer exists in this pid namespace is dead; its counters and histograms are kept.
+    """
+    for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid_text = os.path.basename(file).rsplit("_", 1)[-1].removesuffix(".db")
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            # What prometheus_client's mark_process_dead does; another worker may race us.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(file)
+        except PermissionError:
+            continue  # alive, owned by someone else
+
+
+def exposition(
+    registry: CollectorRegistry = REGISTRY, *, multiprocess_dir: str | None = None
+) -> tuple[bytes, str]:
+    """The body and content type of a ``/metrics`` response.
+
+    With ``multiprocess_dir`` (the app's ``PROMETHEUS_MULTIPROC_DIR``), the values of every
+    worker process are merged from their files, whichever worker answers the scrape.
+    """
+    if multiprocess_dir is not None:
+        _forget_dead_processes(multiprocess_dir)
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
