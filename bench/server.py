@@ -1,0 +1,115 @@
+"""A uvicorn server for the end-to-end benchmarks, run in its own process pinned to one core.
+
+``python -m bench.server --variant bare|closeguard --ws websockets-sansio|wsproto`` binds
+127.0.0.1 on an ephemeral port, prints ``PORT <n>`` and serves the echo app until killed.
+The closeguard variant logs its records at INFO to ``--log-file`` (the default handler a user
+would configure). ``GET /stats`` answers with the process's traced Python memory (with
+``--tracemalloc``) and RSS, after a full garbage collection: the memory benchmark's probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+import tracemalloc
+from typing import Any
+
+import uvicorn
+
+from . import common
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft file-descriptor limit to the hard one; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def stats(send: Any) -> None:
+    gc.collect()
+    body = json.dumps(
+        {
+            "traced": tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else None,
+            "rss": rss_bytes(),
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def bench_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "http" and scope["path"] == "/stats":
+        await stats(send)
+        return
+    await common.echo_app(scope, receive, send)
+
+
+def build_app(variant: str, log_file: str | None) -> Any:
+    if variant == "bare":
+        return bench_app
+    from middleware import LOGGER_NAME, WebSocketCloseMiddleware
+
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    return WebSocketCloseMiddleware(bench_app)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--variant", choices=["bare", "closeguard"], required=True)
+    parser.add_argument("--ws", default="websockets-sansio")
+    parser.add_argument("--log-file", default=None)
+    parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--no-pin", action="store_true")
+    args = parser.parse_args()
+    if not args.no_pin:
+        common.pin(common.SERVER_CPU)
+    raise_fd_limit()
+    if args.tracemalloc:
+        tracemalloc.start(1)
+    app = build_app(args.variant, args.log_file)
+    # IPPROTO_TCP, as uvicorn's own bind gets it from getaddrinfo: asyncio only sets
+    # TCP_NODELAY on accepted sockets whose proto says TCP (else Nagle adds 40 ms stalls).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app,
+        ws=args.ws,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
