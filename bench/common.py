@@ -172,20 +172,27 @@ def machine_table() -> str:
 
 # Pinning ------------------------------------------------------------------------------------
 
+#: The cores this process may use before any pinning: children inherit a pinned parent's
+#: affinity, so the choice is made here, once, and handed to the server as a core number.
+ALLOWED_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 SERVER_CPU = 0
 CLIENT_CPU = 1
 
 
 def can_pin() -> bool:
-    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    return len(ALLOWED_CPUS) >= 2
 
 
-def pin(cpu: int) -> bool:
-    """Pin this process to ``cpu`` when the machine has two cores to give; say if it did."""
+def core(role: int) -> int:
+    """The core number for ``SERVER_CPU`` or ``CLIENT_CPU``."""
+    return ALLOWED_CPUS[role % len(ALLOWED_CPUS)]
+
+
+def pin(role: int) -> bool:
+    """Pin this process to the core for ``role`` when there are two cores; say if it did."""
     if not can_pin():
         return False
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+    os.sched_setaffinity(0, {core(role)})
     return True
 
 

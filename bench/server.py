@@ -85,10 +85,10 @@ def main() -> None:
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--tracemalloc", action="store_true")
-    parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--cpu", type=int, default=None, help="pin the server to this core")
     args = parser.parse_args()
-    if not args.no_pin:
-        common.pin(common.SERVER_CPU)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     raise_fd_limit()
     if args.tracemalloc:
         tracemalloc.start(1)

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import common
+
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -43,8 +45,11 @@ class Server:
 
 
 def start(variant: str, ws: str, extra: Sequence[str] = (), timeout: float = 20.0) -> Server:
+    command = [sys.executable, "-m", "bench.server", "--variant", variant, "--ws", ws, *extra]
+    if common.can_pin():
+        command += ["--cpu", str(common.core(common.SERVER_CPU))]
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.server", "--variant", variant, "--ws", ws, *extra],
+        command,
         cwd=REPO,
         stdout=subprocess.PIPE,
     )

@@ -1,0 +1,162 @@
+"""Connection churn under uvicorn: connect, accept, close cycles per second, bare and closeguard.
+
+The client opens a connection, waits for the handshake (the app has accepted), sends a Close
+frame with 1000, reads the server's Close frame and waits for the server to end TCP; the echo
+app sees the disconnect and returns. The client speaks the few bytes of RFC 6455 this needs
+itself: a full client library costs more per handshake than uvicorn does, and would set the
+pace instead of the server. closeguard logs one record per
+connection at INFO to a file, as a deployed service would. Servers run in their own
+processes pinned to one core, the client here on the other; rounds interleave the variants.
+
+Target: closeguard >= 0.95 x bare cycles per second, per WebSocket implementation.
+
+Run: ``python -m bench.churn`` (``--quick`` for the CI smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from . import common, servers
+from .common import Figure, Target, fmt, fmt_figure, paired_ratios
+
+WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
+VARIANTS = ("bare", "closeguard")
+TARGET = 0.95
+QUICK_TARGET = 0.85  # a fraction of a second per sample on a shared CI machine: smoke only
+TIMEOUT = 120.0
+
+
+HANDSHAKE = (
+    b"GET /echo HTTP/1.1\r\n"
+    b"Host: 127.0.0.1\r\n"
+    b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n"
+    b"\r\n"
+)
+MASK = b"\x37\xfa\x21\x3d"
+#: FIN + Close, masked, 2-byte payload: code 1000 (a client must mask, RFC 6455 5.3).
+CLOSE_1000 = b"\x88\x82" + MASK + bytes(b ^ m for b, m in zip(b"\x03\xe8", MASK, strict=False))
+
+
+async def cycle(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(HANDSHAKE)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"handshake refused: {head[:40]!r}")
+        writer.write(CLOSE_1000)
+        frame = await reader.readexactly(2)
+        payload = await reader.readexactly(frame[1] & 0x7F)
+        if frame[0] != 0x88 or payload[:2] != b"\x03\xe8":
+            raise RuntimeError(f"expected Close 1000, got {frame + payload!r}")
+        await reader.read()  # the server ends TCP after the closing handshake
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def cycles(port: int, count: int) -> None:
+    for _ in range(count):
+        await cycle(port)
+
+
+async def one_round(server: servers.Server, workers: int, per_worker: int) -> tuple[float, float]:
+    """Cycles per second and server CPU microseconds per cycle for one sample."""
+    cpu_before = server.cpu_seconds()
+    started = time.perf_counter()
+    await asyncio.wait_for(
+        asyncio.gather(*(cycles(server.port, per_worker) for _ in range(workers))), TIMEOUT
+    )
+    elapsed = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu_before
+    total = workers * per_worker
+    return total / elapsed, cpu / total * 1e6
+
+
+async def measure(
+    running: list[servers.Server], rounds: int, workers: int, per_worker: int
+) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
+    rate: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
+    by_key = {(s.ws, s.variant): s for s in running}
+    for server in running:  # warm-up
+        await one_round(server, 2, 20)
+    for round_number in range(rounds):
+        order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
+        for ws in WS_IMPLEMENTATIONS:
+            for variant in order:
+                per_second, cpu_us = await one_round(by_key[ws, variant], workers, per_worker)
+                rate.setdefault((ws, variant), []).append(per_second)
+                cpu.setdefault((ws, variant), []).append(cpu_us)
+    return rate, cpu
+
+
+def count_lines(path: str) -> int:
+    with open(path, encoding="utf-8") as log:
+        return sum(1 for _ in log)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    common.add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        rounds, workers, per_worker = 3, 8, 30
+    else:
+        rounds, workers, per_worker = 12, 8, 200
+    rounds = args.rounds or rounds
+    pinned = common.pin(common.CLIENT_CPU)
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [
+            (variant, ws, ["--log-file", f"{tmp}/{ws}-{variant}.log"])
+            for ws in WS_IMPLEMENTATIONS
+            for variant in VARIANTS
+        ]
+        with servers.running(specs) as running:
+            rate, cpu = asyncio.run(measure(running, rounds, workers, per_worker))
+        logged = {ws: count_lines(f"{tmp}/{ws}-closeguard.log") for ws in WS_IMPLEMENTATIONS}
+    limit = QUICK_TARGET if args.quick else TARGET
+    rows = []
+    targets = []
+    for ws in WS_IMPLEMENTATIONS:
+        for variant in VARIANTS:
+            pairs = zip(rate[ws, variant], cpu[ws, variant], strict=True)
+            busy = Figure([per_second * us / 1e6 for per_second, us in pairs])
+            rows.append(
+                [
+                    ws,
+                    variant,
+                    fmt_figure(Figure(rate[ws, variant])),
+                    fmt(paired_ratios(rate[ws, variant], rate[ws, "bare"]).median),
+                    fmt_figure(Figure(cpu[ws, variant])),
+                    fmt(paired_ratios(cpu[ws, variant], cpu[ws, "bare"]).median),
+                    f"{busy.median * 100:.0f}%",
+                ]
+            )
+        ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
+        targets.append(Target(f"churn {ws}: closeguard / bare", ratio.median, limit, "min"))
+    settings = (
+        f"{rounds} interleaved rounds; per sample {workers} concurrent clients x {per_worker} "
+        f"connect/accept/close cycles, no compression; closeguard logged "
+        + ", ".join(f"{n} records ({ws})" for ws, n in logged.items())
+        + f" for {rounds * workers * per_worker + 40} connections; server and client "
+        f"{'pinned to separate cores' if pinned else 'NOT pinned'}"
+        f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
+    )
+    header = ["--ws", "variant", "cycles/s", "x bare", "server CPU µs/cycle", "x bare"]
+    header.append("server busy")
+    sections = [settings, common.table(header, rows)]
+    return common.finish("Connection churn (uvicorn)", sections, targets)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
