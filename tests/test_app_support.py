@@ -1,0 +1,170 @@
+"""Running the reference service as a real process, the way a person or a container does.
+
+Shared by the app, browser, Dockerfile and Prometheus tests (it holds no tests itself). The
+process runs from the repository root, as ``app/`` is not installed; its stdout (the JSON log)
+goes to a file the test reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: The venv's own bin directory first, so ``uvicorn`` in a command is this venv's.
+BIN_DIR = str(Path(sys.executable).parent)
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
+    """Status, content type and body of a GET; HTTP errors are answers, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read().decode()
+            return response.status, response.headers.get("content-type", ""), body
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("content-type", ""), error.read().decode()
+
+
+@dataclass
+class AppProcess:
+    """A running service: its base URLs, its process, and its log so far."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        """Every stdout line, each of which must be one JSON object."""
+        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
+
+    def wait_for_log(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_lines():
+                if predicate(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such log line within {timeout} s:\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as a container runtime sends; the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            raise AssertionError(f"the service did not stop within {timeout} s") from None
+
+
+def app_env(**overrides: str) -> dict[str, str]:
+    """This environment without any CLOSEGUARD_ / PROMETHEUS_ setting, plus ``overrides``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CLOSEGUARD_", "PROMETHEUS_"))
+    }
+    env["PATH"] = BIN_DIR + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+@contextmanager
+def run_app(
+    command: Sequence[str], port: int, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[AppProcess]:
+    """Start ``command`` in the repository root, wait for ``/healthz``, stop it at the end."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            list(command),
+            cwd=REPO,
+            env=env if env is not None else app_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = AppProcess(process, port, log_path)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the service exited early:\n{running.log_text()}")
+            try:
+                if http_get(f"{running.http}/healthz", timeout=1)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no /healthz within 20 s:\n{running.log_text()}")
+            time.sleep(0.05)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def python_m_app(port: int) -> list[str]:
+    return [sys.executable, "-m", "app", "--port", str(port)]
+
+
+def chromium_path() -> str:
+    """Debian's chromium; missing is a failure in CI (``CI`` set) and a skip elsewhere."""
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed (.ci/setup.d/20-chromium.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
