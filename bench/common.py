@@ -165,6 +165,7 @@ def machine_table() -> str:
         ["CPU", cpu_model()],
         ["OS", f"{platform.system()} {platform.release()}"],
         ["Python", f"{platform.python_implementation()} {sys.version.split()[0]}"],
+        ["load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg())],
     ]
     rows += [[package, version(package)] for package in PACKAGES]
     return table(["", "version"], rows)
@@ -205,12 +206,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="override the round count")
 
 
+#: Every target checked in this process, for ``run_all``'s summary.
+CHECKED: list[Target] = []
+
+
 def finish(title: str, sections: Sequence[str], targets: Sequence[Target]) -> int:
     """Print the report; the exit status is 1 when a target was missed."""
-    print(f"## {title}\n")
+    CHECKED.extend(targets)
+    print(f"## {title}\n", flush=True)
     for section in sections:
         print(section + "\n")
-    print(targets_table(targets) + "\n")
+    print(targets_table(targets) + "\n", flush=True)
     missed = [target.name for target in targets if not target.passed]
     if missed:
         print(f"MISSED: {', '.join(missed)}", file=sys.stderr)
