@@ -78,7 +78,7 @@ function el(tag, attrs, ...children) {
 
 // One labelled value; data-field is how the browser tests find it, as a person finds the label.
 function row(list, label, field, value, extraClass) {
-  const shown = value === null || value === undefined ? "–" : String(value);
+  const shown = value === null || value === undefined ? "none" : String(value);
   list.append(el("dt", {}, label));
   const dd = el("dd", { "data-field": field }, shown);
   if (extraClass) dd.classList.add(extraClass);
