@@ -66,10 +66,10 @@ def run(page: Page, section: str, button: str, **fields: str) -> dict[str, str]:
     result = scenario.locator(".result[data-state=done]")
     result.wait_for(timeout=SCENARIO_TIMEOUT_MS)
     shown = {}
-    for value in result.locator("[data-field]").all():
-        field = value.get_attribute("data-field")
+    for element in result.locator("[data-field]").all():
+        field = element.get_attribute("data-field")
         assert field is not None
-        shown[field] = value.inner_text()
+        shown[field] = element.inner_text()
     return shown
 
 

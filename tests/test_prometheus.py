@@ -185,7 +185,7 @@ def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None
     assert len(list(tmp_path.glob("gauge_livesum_*.db"))) == 1
 
     stale = CollectorRegistry()
-    multiprocess.MultiProcessCollector(stale, path=str(tmp_path))
+    multiprocess.MultiProcessCollector(stale, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert "closeguard_websocket_open_connections 2.0" in lines(stale)  # what a scrape would say
 
     text = exposition(multiprocess_dir=str(tmp_path))[0].decode().splitlines()
