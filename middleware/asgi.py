@@ -102,6 +102,8 @@ class WebSocketCloseMiddleware:
             replace_invalid=self.replace_invalid,
         )
         OPEN = State.OPEN  # a local is the cheapest lookup on the per-message path
+        #: A close the server refused to send (daphne); see :meth:`Connection.server_refused_close`.
+        refusal: Exception | None = None
 
         async def send_to_server(message: Message) -> None:
             try:
@@ -151,8 +153,12 @@ class WebSocketCloseMiddleware:
                 return
             if message_type == "websocket.close":
                 checked = conn.app_closes(message)
-                if checked is not None:
+                if checked is None:
+                    return
+                if conn.state is State.REFUSED:  # a refused handshake: the server's HTTP 403
                     await send_to_server(checked)
+                else:
+                    await send_close(checked, ours=False)
                 return
             if message_type == "websocket.accept":
                 conn.app_accepts()
@@ -160,18 +166,35 @@ class WebSocketCloseMiddleware:
                 conn.app_denies(int(message.get("status", 0)))
             await send_to_server(message)
 
-        async def send_closing(message: Message) -> None:
-            """Send closeguard's own close; if the transport is already gone, say so."""
+        async def send_close(message: Message, *, ours: bool) -> None:
+            """Send a checked close; if the transport is already gone, say so.
+
+            A server that raises anything else cannot send this code (daphne allows only 1000
+            and 3000-4999): the error is kept, not given to the app, and raised to the server
+            when the app is done, because an exception is what makes daphne close (1011).
+            """
+            nonlocal refusal
             try:
                 await send(message)
             except OSError:
+                if not ours:
+                    conn.server_send_failed()
+                    raise
                 conn.closing_send_failed()
+            except Exception as exc:
+                conn.server_refused_close(message, exc)
+                refusal = exc
+
+        async def send_closing(message: Message) -> None:
+            await send_close(message, ours=True)
 
         try:
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
             if conn.is_ordinary_end(exc):
                 self._finish(conn, started)
+                if refusal is not None:
+                    raise refusal from None
                 return
             closing = conn.app_raised(exc)
             if closing is not None:
@@ -181,11 +204,15 @@ class WebSocketCloseMiddleware:
             self._finish(conn, started, exc if swallow else None)
             if not swallow:
                 raise
+            if refusal is not None:
+                raise refusal from None  # not the app's exception: its text stays out
         else:
             closing = conn.app_returned()
             if closing is not None:
                 await send_closing(closing)
             self._finish(conn, started)
+            if refusal is not None:
+                raise refusal
 
     def _finish(
         self, conn: Connection, started: float, unraised: BaseException | None = None

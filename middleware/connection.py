@@ -61,7 +61,9 @@ def qualified_name(exc: BaseException) -> str:
 
 
 def close_message(code: int, reason: str) -> dict[str, Any]:
-    return {"type": "websocket.close", "code": code, "reason": reason}
+    # A plain int, not a CloseCode: daphne's WebSocket library rejects anything whose type is
+    # not exactly int, and the ASGI spec says int.
+    return {"type": "websocket.close", "code": int(code), "reason": reason}
 
 
 class Connection:
@@ -221,6 +223,22 @@ class Connection:
         self.code = CloseCode.ABNORMAL_CLOSURE
         self.reason = ""
         self.initiator = "client"
+
+    def server_refused_close(self, message: Message, error: Exception) -> None:
+        """The server raised from ``send`` for a valid close: it cannot send that code.
+
+        daphne's WebSocket library sends only 1000 and 3000-4999 (not 1001, 1008, 1009, 1011,
+        1012, ...) and raises for the rest. Its one other way to close is its own error path:
+        when the app's task ends with an exception, daphne sends 1011 with no reason. The
+        middleware makes sure an exception reaches it, so the record says 1011.
+        """
+        code = message.get("code")
+        if self.requested_code is None and self.initiator == "app" and isinstance(code, int):
+            self.requested_code = code
+        refusal = f"the server refused to send close code {code} ({error}); it closes with 1011"
+        self.violation = refusal if self.violation is None else f"{self.violation}; {refusal}"
+        self.state = State.CLOSED_BY_MIDDLEWARE
+        self._ended(CloseCode.INTERNAL_ERROR, "", "middleware")
 
     # The record ---------------------------------------------------------------------------
 

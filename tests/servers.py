@@ -37,11 +37,106 @@ def _uvicorn(ws: str) -> Command:
     return command
 
 
+def _hypercorn(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "hypercorn", APP, "--bind", f"127.0.0.1:{port}",
+        "--log-level", "info", "--error-logfile", "-",
+    ]  # fmt: skip
+
+
+def _daphne(port: int) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), APP]
+
+
+def _granian(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1", "--log-level", "info", APP,
+    ]  # fmt: skip
+
+
 SERVERS: dict[str, Command] = {
+    "daphne": _daphne,
+    "granian": _granian,
+    "hypercorn": _hypercorn,
     "uvicorn-websockets": _uvicorn("websockets"),
     "uvicorn-websockets-sansio": _uvicorn("websockets-sansio"),
     "uvicorn-wsproto": _uvicorn("wsproto"),
 }
+
+#: What a server makes impossible, by name. The wire tests consult this table and nothing else,
+#: so every exception to "the client sees the same close whatever the server" is listed here,
+#: justified in :data:`LIMIT_REASONS`, and shown in the README's server table.
+LIMITS: dict[str, frozenset[str]] = {
+    "daphne": frozenset(
+        {
+            "drops_reasons",
+            "sends_only_1000_and_3000_4999",
+            "answers_client_close_with_1000",
+            "prints_closeguard_log",
+        }
+    ),
+    "granian": frozenset({"drops_client_reason", "crash_before_accept_is_403"}),
+    "hypercorn": frozenset({"client_close_reaches_app_as_1006"}),
+}
+
+LIMIT_REASONS: dict[str, str] = {
+    "drops_reasons": "daphne sends only the close code (autobahn's `sendClose(code)`), never "
+    "the reason, and gives the app no reason for the client's close.",
+    "sends_only_1000_and_3000_4999": "daphne's WebSocket library raises from `send` for any "
+    "close code but 1000 and 3000-4999; its only other close is 1011 (no reason) when the app "
+    "raises, so closeguard lets that path run and records 1011.",
+    "answers_client_close_with_1000": "daphne answers a client's close with 1000 instead of "
+    "echoing the client's code.",
+    "prints_closeguard_log": "daphne configures the root logger, so closeguard's own log line "
+    "(with the traceback, when it swallows the exception) shows in daphne's output too.",
+    "drops_client_reason": "granian gives the app the client's close code but not its reason.",
+    "crash_before_accept_is_403": "granian answers an app that fails before accept with "
+    "HTTP 403, not 500.",
+    "client_close_reaches_app_as_1006": "hypercorn answers the client's close correctly on the "
+    "wire but tells the app 1006, so the record cannot know the client's code.",
+}
+
+#: Seconds a server may take to log what happened on a connection: daphne reaps finished app
+#: tasks (and logs their exceptions) from a timer that runs once a second.
+OUTPUT_LAG: dict[str, float] = {"daphne": 1.2}
+
+
+def limited(kind: str, limit: str) -> bool:
+    assert limit in LIMIT_REASONS, f"unknown server limit {limit!r}"
+    return limit in LIMITS.get(kind, frozenset())
+
+
+def refuses(kind: str, code: int) -> bool:
+    """Whether ``kind`` cannot send close ``code`` at all."""
+    return limited(kind, "sends_only_1000_and_3000_4999") and not (
+        code == 1000 or 3000 <= code <= 4999
+    )
+
+
+def recorded_close(kind: str, code: int, reason: str) -> tuple[int, str]:
+    """The record's code and reason when closeguard hands ``kind`` this valid close."""
+    return (1011, "") if refuses(kind, code) else (code, reason)
+
+
+def wire_close(kind: str, code: int, reason: str) -> tuple[int, str]:
+    """What the client receives when closeguard hands ``kind`` this valid close."""
+    code, reason = recorded_close(kind, code, reason)
+    return (code, "") if limited(kind, "drops_reasons") else (code, reason)
+
+
+def client_close_reply(kind: str, code: int, reason: str) -> tuple[int, str]:
+    """The close frame ``kind`` answers a client's close (code, reason) with."""
+    return (1000, "") if limited(kind, "answers_client_close_with_1000") else (code, reason)
+
+
+def client_close_recorded(kind: str, code: int, reason: str) -> tuple[int, str]:
+    """What the app (and so the record) learns of a client's close (code, reason)."""
+    if limited(kind, "client_close_reaches_app_as_1006"):
+        return (1006, "")
+    if limited(kind, "drops_reasons") or limited(kind, "drops_client_reason"):
+        return (code, "")
+    return (code, reason)
 
 
 def free_port() -> int:
@@ -71,8 +166,10 @@ class RunningServer:
     ) -> list[dict[str, Any]]:
         """The log records of the connection whose path holds ``token``.
 
-        Waits for the first, then a moment longer, so that a second record would show.
+        Waits for the first, then a moment longer, so that a second record would show, and
+        so that what the server logs about this connection is in its output before the next.
         """
+        settle = max(settle, OUTPUT_LAG.get(self.kind, 0.0))
         deadline = time.monotonic() + timeout
         found: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
