@@ -1,0 +1,541 @@
+"""Machinery for the property, load and hostile-input tests.
+
+Three pieces, each small enough to trust by reading:
+
+* scripts: an app's and a client's behaviour as plain data, so hypothesis can generate,
+  shrink and print them;
+* :class:`FakeServer`: what a conforming ASGI server does with one WebSocket connection
+  (ASGI spec 2.4, modelled on uvicorn), recording every frame it would put on the wire and
+  refusing what a server must refuse, so closeguard can be run without a network;
+* :class:`RawClient`: a hand-made RFC 6455 client over asyncio streams that sends exactly the
+  bytes it is told to (invalid UTF-8, any close code, an abrupt TCP drop) and keeps every
+  frame the server sent, which the ``websockets`` client cannot do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from middleware import MAX_REASON_BYTES, classify
+
+# --- Scripts ---------------------------------------------------------------------------------
+
+#: Marks text that only the app's exception carries: it must never reach the wire.
+SECRET = "SECRET-password=hunter2"
+
+#: A close code the app leaves out of its message (the server then means 1000).
+OMIT = "<omit>"
+
+
+@dataclass(frozen=True)
+class Accept:
+    pass
+
+
+@dataclass(frozen=True)
+class SendText:
+    text: str
+
+
+@dataclass(frozen=True)
+class SendBytes:
+    size: int
+
+
+@dataclass(frozen=True)
+class Close:
+    code: object  # any int, OMIT, or something that is not an int at all
+    reason: object = ""
+
+
+@dataclass(frozen=True)
+class Receive_:
+    pass
+
+
+@dataclass(frozen=True)
+class Raise:
+    pass
+
+
+@dataclass(frozen=True)
+class Return:
+    pass
+
+
+@dataclass(frozen=True)
+class Deny:
+    status: int
+
+
+AppStep = Accept | SendText | SendBytes | Close | Receive_ | Raise | Return | Deny
+
+
+@dataclass(frozen=True)
+class AppScript:
+    steps: tuple[AppStep, ...]
+    #: Catch what ``send``/``receive`` raise and go on with the next step (a raw app that
+    #: recovers), instead of letting it end the app.
+    persist: bool = False
+
+
+@dataclass(frozen=True)
+class ClientText:
+    text: str
+
+
+@dataclass(frozen=True)
+class ClientBytes:
+    size: int
+
+
+@dataclass(frozen=True)
+class ClientOversize:
+    kind: str  # "bytes", "ascii" (too many characters) or "multibyte" (few characters, many bytes)
+
+
+@dataclass(frozen=True)
+class ClientClose:
+    code: int | None  # None: an empty Close frame
+    reason: bytes = b""  # raw: may be invalid UTF-8 or too long
+
+
+@dataclass(frozen=True)
+class ClientDrop:
+    pass
+
+
+ClientAction = ClientText | ClientBytes | ClientOversize | ClientClose | ClientDrop
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    #: The event reaches the server just before the app's ``after``-th call to send/receive.
+    after: int
+    action: ClientAction
+
+
+class AppError(Exception):
+    """The app's own failure; its message holds a secret that must never reach the wire."""
+
+
+async def run_script(script: AppScript, receive: Receive, send: Send) -> list[BaseException]:
+    """Play ``script`` as a raw ASGI app; return what it caught (in ``persist`` mode)."""
+    caught: list[BaseException] = []
+    for step in script.steps:
+        try:
+            if isinstance(step, Return):
+                return caught
+            if isinstance(step, Raise):
+                raise AppError(f"app failed: {SECRET}")
+            await _play(step, receive, send)
+        except AppError:
+            raise
+        except Exception as exc:
+            if not script.persist:
+                raise
+            caught.append(exc)
+    return caught
+
+
+async def _play(step: AppStep, receive: Receive, send: Send) -> None:
+    if isinstance(step, Accept):
+        await send({"type": "websocket.accept"})
+    elif isinstance(step, SendText):
+        await send({"type": "websocket.send", "text": step.text})
+    elif isinstance(step, SendBytes):
+        await send({"type": "websocket.send", "bytes": b"b" * step.size})
+    elif isinstance(step, Close):
+        message: dict[str, Any] = {"type": "websocket.close", "reason": step.reason}
+        if step.code != OMIT:
+            message["code"] = step.code
+        await send(message)
+    elif isinstance(step, Receive_):
+        await receive()
+    elif isinstance(step, Deny):
+        await send({"type": "websocket.http.response.start", "status": step.status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+
+# --- The fake server -------------------------------------------------------------------------
+
+
+class ClientGone(OSError):
+    """What a server raises from ``send`` once the peer is gone (ASGI spec 2.4)."""
+
+
+class ServerRefused(RuntimeError):
+    """What a server raises for a message it must not act on (uvicorn raises RuntimeError)."""
+
+
+@dataclass(frozen=True)
+class WireFrame:
+    kind: str  # "accept", "http", "text", "bytes", "close"
+    origin: str  # "app": the app's own message object; "middleware": one closeguard made;
+    # "server": the server's own frame (its echo of a client's close, or a protocol failure)
+    code: int | None = None
+    reason: str = ""
+    size: int = 0
+    status: int | None = None
+
+
+@dataclass
+class Refusal:
+    message_type: str
+    origin: str
+    phase: str
+
+
+@dataclass
+class FakeServer:
+    """One WebSocket connection as a conforming server handles it, without any I/O.
+
+    Client events arrive between the app's calls, as a network would deliver them. Nothing
+    here ever blocks: a receive with nothing to deliver means the client acts next, or, with
+    nothing left to do, drops the connection (as a real client times out).
+    """
+
+    client: list[ClientEvent]
+    limit: int
+    #: What uvicorn reports for a TCP drop: 1006 (legacy websockets) or 1005 (the others).
+    drop_code: int = 1006
+    phase: str = "handshake"  # handshake, open, close_sent, refused, peer_gone
+    wire: list[WireFrame] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    #: Disconnect codes the server reported to the app (any of them may end the record).
+    reported: list[int] = field(default_factory=list)
+    peer_left: bool = False
+    calls: int = 0
+    #: The app's own message objects, kept alive so that identity tells them apart.
+    app_messages: list[Message] = field(default_factory=list)
+    inbox: deque[dict[str, Any]] = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.pending = deque(sorted(self.client, key=lambda event: event.after))
+        self.inbox.append({"type": "websocket.connect"})
+
+    # The client's side
+
+    def _tick(self) -> None:
+        self.calls += 1
+        while self.pending and self.pending[0].after <= self.calls:
+            action = self.pending[0].action
+            if self.phase == "handshake" and not isinstance(action, ClientDrop):
+                return  # no frame can come before the handshake completes
+            self.pending.popleft()
+            self._arrive(action)
+
+    def _disconnect(self, code: int, reason: str = "") -> None:
+        self.reported.append(code)
+        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    def _arrive(self, action: ClientAction) -> None:
+        if isinstance(action, ClientDrop):
+            self.peer_left = True
+            if self.phase in ("handshake", "open"):
+                self.phase = "peer_gone"
+                self._disconnect(self.drop_code)
+            return
+        if self.phase != "open":
+            return  # after the server's close, data is discarded and a close ends the handshake
+        if isinstance(action, ClientText):
+            self.inbox.append({"type": "websocket.receive", "text": action.text})
+        elif isinstance(action, ClientBytes):
+            self.inbox.append({"type": "websocket.receive", "bytes": b"c" * action.size})
+        elif isinstance(action, ClientOversize):
+            self.inbox.append(oversize_message(action.kind, self.limit))
+        elif isinstance(action, ClientClose):
+            self.peer_left = True
+            self.phase = "peer_gone"
+            self._client_close(action)
+
+    def _client_close(self, action: ClientClose) -> None:
+        if action.code is None:
+            self.wire.append(WireFrame("close", "server", None, ""))
+            self._disconnect(1005)
+            return
+        if not classify(action.code).may_be_sent or len(action.reason) > MAX_REASON_BYTES:
+            self.wire.append(WireFrame("close", "server", 1002, ""))
+            self._disconnect(1002)
+            return
+        try:
+            reason = action.reason.decode("utf-8")
+        except UnicodeDecodeError:
+            self.wire.append(WireFrame("close", "server", 1007, ""))
+            self._disconnect(1007)
+            return
+        self.wire.append(WireFrame("close", "server", action.code, reason))
+        self._disconnect(action.code, reason)
+
+    # The app's side (through closeguard)
+
+    async def receive(self) -> Message:
+        self._tick()
+        for _ in range(len(self.pending) + 2):
+            if self.inbox:
+                return self.inbox.popleft()
+            if self.phase == "handshake" or not self.pending:
+                self._arrive(ClientDrop())
+            else:
+                self._arrive(self.pending.popleft().action)
+            if not self.inbox:
+                # Over already, and the one disconnect was delivered: a server that does not
+                # hang reports the end again.
+                self._disconnect(self.drop_code)
+        raise AssertionError("unreachable: every pass adds to the inbox or consumes an event")
+
+    async def send(self, message: Message) -> None:
+        self._tick()
+        origin = "app" if any(message is mine for mine in self.app_messages) else "middleware"
+        kind = message["type"]
+        if self.phase == "peer_gone":
+            raise ClientGone("the client is gone")
+        if self.phase == "handshake":
+            if kind == "websocket.accept":
+                self.phase = "open"
+                self.wire.append(WireFrame("accept", origin))
+                return
+            if kind == "websocket.close":
+                self._refuse_handshake(403, origin)
+                return
+            if kind == "websocket.http.response.start":
+                self._refuse_handshake(int(message["status"]), origin)
+                return
+        elif self.phase == "open":
+            if kind == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    self.wire.append(WireFrame("text", origin, size=len(text)))
+                else:
+                    self.wire.append(WireFrame("bytes", origin, size=len(message["bytes"])))
+                return
+            if kind == "websocket.close":
+                code = message.get("code", 1000)
+                reason = message.get("reason") or ""
+                self.wire.append(WireFrame("close", origin, code, reason))
+                self.phase = "close_sent"
+                # uvicorn tells the app its own close as the disconnect it will receive.
+                self._disconnect(code, reason)
+                return
+        elif self.phase == "refused" and kind == "websocket.http.response.body":
+            return
+        self.refusals.append(Refusal(kind, origin, self.phase))
+        raise ServerRefused(f"unexpected {kind!r} in phase {self.phase}")
+
+    def _refuse_handshake(self, status: int, origin: str) -> None:
+        self.phase = "refused"
+        self.wire.append(WireFrame("http", origin, status=status))
+        self.inbox.append({"type": "websocket.disconnect", "code": 1006})
+
+    def app_send(self, send: Send) -> Send:
+        """Wrap the app's ``send`` so the server can tell the app's messages from closeguard's."""
+
+        async def tagged(message: Message) -> None:
+            self.app_messages.append(message)
+            await send(message)
+
+        return tagged
+
+
+def oversize_message(kind: str, limit: int) -> dict[str, Any]:
+    """A message one byte (or more) over ``limit``, in the shape ``kind`` names."""
+    if kind == "bytes":
+        return {"type": "websocket.receive", "bytes": b"o" * (limit + 1)}
+    if kind == "ascii":
+        return {"type": "websocket.receive", "text": "o" * (limit + 1)}
+    # Few enough characters to pass a character count, too many bytes once encoded.
+    return {"type": "websocket.receive", "text": "é" * (limit // 2 + 1)}
+
+
+def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never waits on anything (the fake server never blocks)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise AssertionError("the connection blocked on something other than the fake server")
+
+
+def websocket_scope(path: str = "/ws") -> Scope:
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "subprotocols": [],
+        "extensions": {"websocket.http.response": {}},
+    }
+
+
+# --- The raw client --------------------------------------------------------------------------
+
+OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+@dataclass(frozen=True)
+class Frame:
+    opcode: int
+    payload: bytes
+
+    @property
+    def close_code(self) -> int | None:
+        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self) -> bytes:
+        return self.payload[2:]
+
+
+@dataclass
+class Wire:
+    """Everything one connection's server put on the wire, as the raw client read it."""
+
+    status: int | None = None
+    frames: list[Frame] = field(default_factory=list)
+    eof: bool = False  # the server closed TCP (as opposed to the read timing out)
+
+    @property
+    def closes(self) -> list[Frame]:
+        return [frame for frame in self.frames if frame.opcode == OP_CLOSE]
+
+    @property
+    def close(self) -> tuple[int | None, str] | None:
+        closes = self.closes
+        if not closes:
+            return None
+        return closes[0].close_code, closes[0].close_reason.decode("utf-8", "replace")
+
+
+def close_payload(code: int | None, reason: bytes = b"") -> bytes:
+    return b"" if code is None else struct.pack("!H", code) + reason
+
+
+class RawClient:
+    """One WebSocket connection made by hand: exact bytes out, every frame in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.wire = Wire()
+
+    @classmethod
+    async def connect(cls, port: int, path: str, timeout: float = 5.0) -> RawClient:
+        """Open TCP and do the handshake; ``path`` goes on the request line exactly as given."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, limit=2**26), timeout
+        )
+        client = cls(reader, writer)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode("ascii")
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        client.wire.status = int(head.split(b" ", 2)[1])
+        return client
+
+    @property
+    def opened(self) -> bool:
+        return self.wire.status == 101
+
+    async def send_frame(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        if size < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+        elif size < 2**16:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+        self.writer.write(header + mask + _mask(payload, mask))
+        await self.writer.drain()
+
+    async def send_text(self, text: str) -> None:
+        await self.send_frame(OP_TEXT, text.encode("utf-8"))
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.send_frame(OP_BINARY, data)
+
+    async def send_close(self, code: int | None, reason: bytes = b"") -> None:
+        await self.send_frame(OP_CLOSE, close_payload(code, reason))
+
+    async def read_frame(self) -> Frame | None:
+        """The next frame the server sent, or None when it closed TCP."""
+        try:
+            head = await self.reader.readexactly(2)
+            size = head[1] & 0x7F
+            if size == 126:
+                size = struct.unpack("!H", await self.reader.readexactly(2))[0]
+            elif size == 127:
+                size = struct.unpack("!Q", await self.reader.readexactly(8))[0]
+            payload = await self.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.wire.eof = True
+            return None
+        frame = Frame(head[0] & 0x0F, payload)
+        self.wire.frames.append(frame)
+        return frame
+
+    async def read_to_end(self, timeout: float = 5.0, *, answer_close: bool = True) -> Wire:
+        """Read until the server closes TCP (answering its Close, as a client must), or time out."""
+        answered = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                frame = await asyncio.wait_for(self.read_frame(), left)
+            except TimeoutError:
+                break
+            if frame is None:
+                break
+            if frame.opcode == OP_CLOSE and answer_close and not answered:
+                answered = True
+                with contextlib.suppress(ConnectionError):
+                    await self.send_close(frame.close_code, frame.close_reason)
+        self.abort()
+        return self.wire
+
+    def abort(self, *, reset: bool = False) -> None:
+        """Drop TCP without a Close frame; ``reset`` sends an RST instead of a FIN."""
+        if reset:
+            sock = self.writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
+
+
+def _mask(payload: bytes, mask: bytes) -> bytes:
+    if not payload:
+        return payload
+    # XOR as one big integer: fast enough for 16 MiB without numpy.
+    size = len(payload)
+    repeated = (mask * (size // 4 + 1))[:size]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
+    return masked.to_bytes(size, "big")
+
+
+async def gather_bounded(coros: list[Awaitable[Any]], timeout: float) -> list[Any]:
+    """Run ``coros`` together; fail the test if they take longer than ``timeout`` seconds."""
+    return await asyncio.wait_for(asyncio.gather(*coros), timeout)
