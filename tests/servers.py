@@ -22,36 +22,39 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.wire_app:app"
+#: The same routes with no closeguard in front: what each server does on its own.
+BARE_APP = "tests.bare_app:app"
 
-#: A server kind: given a port, the command line that serves APP on 127.0.0.1 at that port.
-Command = Callable[[int], list[str]]
+#: A server kind: given a port and an app ("module:attribute"), the command line that serves
+#: that app on 127.0.0.1 at that port.
+Command = Callable[[int, str], list[str]]
 
 
 def _uvicorn(ws: str) -> Command:
-    def command(port: int) -> list[str]:
+    def command(port: int, app: str) -> list[str]:
         return [
-            sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", str(port),
+            sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--ws", ws, "--lifespan", "off", "--log-level", "info",
         ]  # fmt: skip
 
     return command
 
 
-def _hypercorn(port: int) -> list[str]:
+def _hypercorn(port: int, app: str) -> list[str]:
     return [
-        sys.executable, "-m", "hypercorn", APP, "--bind", f"127.0.0.1:{port}",
+        sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}",
         "--log-level", "info", "--error-logfile", "-",
     ]  # fmt: skip
 
 
-def _daphne(port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), APP]
+def _daphne(port: int, app: str) -> list[str]:
+    return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
 
 
-def _granian(port: int) -> list[str]:
+def _granian(port: int, app: str) -> list[str]:
     return [
         sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", "1", "--log-level", "info", APP,
+        "--port", str(port), "--workers", "1", "--log-level", "info", app,
     ]  # fmt: skip
 
 
@@ -199,17 +202,19 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout: 
 
 @contextmanager
 def run_server(
-    kind: str, workdir: Path, env: dict[str, str] | None = None
+    kind: str, workdir: Path, env: dict[str, str] | None = None, app: str = APP
 ) -> Iterator[RunningServer]:
-    """Start ``kind`` serving the wire app; stop it (SIGTERM, then SIGKILL) on exit."""
+    """Start ``kind`` serving ``app`` (the wire app); stop it (SIGTERM, then SIGKILL) on exit."""
     port = free_port()
-    log_path = workdir / f"{kind}-closeguard.jsonl"
-    output_path = workdir / f"{kind}-output.log"
+    name = kind if app == APP else f"{kind}-{app.partition(':')[0].rpartition('.')[2]}"
+    log_path = workdir / f"{name}-closeguard.jsonl"
+    output_path = workdir / f"{name}-output.log"
     environment = {**os.environ, "CLOSEGUARD_TEST_LOG": str(log_path), "PYTHONPATH": str(ROOT)}
     environment.update(env or {})
     with open(output_path, "wb") as output:
+        command = SERVERS[kind](port, app)
         process = subprocess.Popen(
-            SERVERS[kind](port), cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT
+            command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT
         )
     try:
         _wait_until_listening(port, process, timeout=20)
