@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import socket
 import struct
@@ -539,3 +540,109 @@ def _mask(payload: bytes, mask: bytes) -> bytes:
 async def gather_bounded(coros: list[Awaitable[Any]], timeout: float) -> list[Any]:
     """Run ``coros`` together; fail the test if they take longer than ``timeout`` seconds."""
     return await asyncio.wait_for(asyncio.gather(*coros), timeout)
+
+
+# --- The load-test server app (run by ``uvicorn tests.fuzz_support:load_app``) ----------------
+
+#: closeguard's limit in the load test: small, so oversized messages cost little to send.
+LOAD_LIMIT = 65_536
+LOAD_SCENARIOS = ("normal", "exception", "invalid", "oversize", "client_close", "drop", "return")
+
+_load_records: list[tuple[str, int | None, str, str, str | None, int | None]] = []
+
+
+def _collect(record: Any) -> None:
+    _load_records.append(
+        (
+            record.path,
+            record.code,
+            record.reason,
+            record.initiator,
+            record.exception,
+            record.requested_code,
+        )
+    )
+
+
+def _proc_status() -> dict[str, int]:
+    """The server's resident set size now and at its peak (VmRSS, VmHWM), in KiB."""
+    found: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+async def _load_ws(scope: Scope, receive: Receive, send: Send) -> None:
+    scenario = scope["path"].split("/")[2]
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    if scenario in ("oversize", "client_close", "drop"):
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+        return
+    message = await receive()
+    if message["type"] == "websocket.disconnect":
+        return
+    if scenario == "normal":
+        await send({"type": "websocket.send", "text": message.get("text") or ""})
+        await send({"type": "websocket.close", "code": 1000, "reason": "done"})
+    elif scenario == "exception":
+        raise RuntimeError(f"failed on {message.get('text')!r}: {SECRET}")
+    elif scenario == "invalid":
+        await send({"type": "websocket.close", "code": 1005, "reason": "no"})
+
+
+async def _load_http(scope: Scope, receive: Receive, send: Send) -> None:
+    import gc
+    import json
+
+    if scope["query_string"] == b"gc=1":
+        gc.collect()
+    body = json.dumps(
+        {
+            # This request's own task is one of them.
+            "tasks": len(asyncio.all_tasks()),
+            "records": _load_records,
+            **_proc_status(),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _quiet_logger() -> logging.Logger:
+    logger = logging.Logger("closeguard-load")
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def _build_load_app() -> Any:
+    from middleware import WebSocketCloseMiddleware
+
+    guarded = WebSocketCloseMiddleware(
+        _load_ws,
+        max_message_size=LOAD_LIMIT,
+        on_close=_collect,
+        # The load test's own records; the log would only add I/O to the measurement.
+        logger=_quiet_logger(),
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await _load_http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await guarded(scope, receive, send)
+
+    return app
+
+
+load_app = _build_load_app()
