@@ -222,7 +222,7 @@ def test_thousand_concurrent_connections_with_faults(ws_impl: str, tmp_path: Pat
         # connections must fit in it (no per-connection leak), and the first must not keep
         # more than the peak's worth.
         assert rounds[0][1] - mib < max(40.0, peak - mib), "RSS after round 1"
-        assert rounds[1][1] - rounds[0][1] < 10.0, (
+        assert rounds[1][1] - rounds[0][1] < 15.0, (
             f"RSS grew {rounds[1][1] - rounds[0][1]:.1f} MiB in a second round: a leak"
         )
     finally:
