@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,9 +19,15 @@ __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
 
 #: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
+OnClose: TypeAlias = Callable[[CloseRecord], None]
 
-#: Where closeguard puts its per-connection data in the scope it hands the app.
+#: Where closeguard puts its per-connection data in the scope the app sees.
 SCOPE_EXTENSION = "closeguard"
+
+#: "No limit", as a number: one comparison per message instead of a None check and another.
+NO_LIMIT = sys.maxsize
+
+_OPEN = State.OPEN
 
 
 def connection_id(scope: Scope) -> str | None:
@@ -34,10 +41,6 @@ def _client_text(client: Any) -> str | None:
         return None
     host, port = client[0], client[1]
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-
-
-def _text_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class WebSocketCloseMiddleware:
@@ -54,7 +57,7 @@ class WebSocketCloseMiddleware:
         app: ASGIApp,
         *,
         max_message_size: MaxMessageSize = 1_048_576,
-        on_close: Callable[[CloseRecord], None] | None = None,
+        on_close: OnClose | None = None,
         invalid_close: Literal["raise", "replace"] = "raise",
         reraise: bool = True,
         logger: logging.Logger | None = None,
@@ -81,149 +84,238 @@ class WebSocketCloseMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        await self._guard(scope, receive, send)
-
-    def _limit(self, scope: Scope) -> int | None:
-        limit = self.max_message_size
-        return limit(scope) if callable(limit) else limit
-
-    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        conn_id = uuid.uuid4().hex
-        extensions = dict(scope.get("extensions") or {})
-        extensions[SCOPE_EXTENSION] = {"connection_id": conn_id}
-        scope = {**scope, "extensions": extensions}
-        limit = self._limit(scope)
-        conn = Connection(
-            connection_id=conn_id,
-            path=scope.get("path", ""),
-            client=_client_text(scope.get("client")),
-            max_message_size=limit,
-            replace_invalid=self.replace_invalid,
-        )
-        OPEN = State.OPEN  # a local is the cheapest lookup on the per-message path
-        #: A close the server refused to send (daphne); see :meth:`Connection.server_refused_close`.
-        refusal: Exception | None = None
-
-        async def send_to_server(message: Message) -> None:
-            try:
-                await send(message)
-            except OSError:
-                conn.server_send_failed()
-                raise
+        # The per-message path is two closures over locals of this one coroutine: a local is
+        # the cheapest thing to read, and no second coroutine lives as long as the connection.
+        # Everything off that path is in ``guard``, which costs nothing until it is used.
+        guard = _Guard(self, scope, receive, send)
+        conn = guard.conn
+        limit = guard.limit
+        # A character is at least one byte and at most four: text of up to a quarter of the
+        # limit in characters cannot be too big, so most messages are never measured twice.
+        text_limit = limit // 4
+        received = received_bytes = sent = sent_bytes = 0
 
         async def guarded_receive() -> Message:
-            if conn.synthetic_disconnect is not None:
-                return conn.synthetic_disconnect
+            nonlocal received, received_bytes, receive
             message = await receive()
-            if message["type"] == "websocket.receive":
-                text = message.get("text")
-                if text is not None:
-                    # A character is at least one byte: a long string is too big unread,
-                    # and ASCII is counted without encoding anything.
-                    size = len(text)
-                    if not text.isascii() and (limit is None or size <= limit):
-                        size = len(text.encode("utf-8", "surrogatepass"))
-                else:
-                    data = message.get("bytes")
-                    size = 0 if data is None else len(data)
-                if limit is not None and size > limit:
-                    await send_closing(conn.message_too_big())
-                    return conn.synthetic_disconnect  # type: ignore[return-value]
-                conn.messages_received += 1
-                conn.bytes_received += size
-            elif message["type"] == "websocket.disconnect":
-                conn.server_disconnects(message)
+            text = message.get("text")
+            if text is not None:
+                size = len(text)
+                if size > text_limit and _text_too_big(text, size, limit):
+                    receive = guard.disconnected
+                    return await guard.too_big(guarded_receive)
+            else:
+                data = message.get("bytes")
+                if data is None:  # not a data message
+                    if message["type"] == "websocket.disconnect":
+                        conn.server_disconnects(message)
+                    return message
+                size = len(data)
+                if size > limit:
+                    receive = guard.disconnected
+                    return await guard.too_big(guarded_receive)
+            received += 1
+            received_bytes += size
             return message
 
-        async def guarded_send(message: Message) -> None:
-            message_type = message["type"]
-            if message_type == "websocket.send":
-                if conn.state is not OPEN and conn.state is not State.DISCONNECTED:
-                    raise conn.app_sends_after_close(message_type)
+        def guarded_send(message: Message) -> Awaitable[None]:
+            # A plain function handing back the server's own awaitable: data costs checks,
+            # not another coroutine.
+            nonlocal sent, sent_bytes
+            if message["type"] == "websocket.send" and conn.state is _OPEN:
                 text = message.get("text")
-                if text is not None:
-                    size = _text_size(text)
-                else:
-                    data = message.get("bytes")
-                    size = 0 if data is None else len(data)
-                await send_to_server(message)
-                conn.messages_sent += 1
-                conn.bytes_sent += size
-                return
-            if message_type == "websocket.close":
-                checked = conn.app_closes(message)
-                if checked is None:
-                    return
-                if conn.state is State.REFUSED:  # a refused handshake: the server's HTTP 403
-                    await send_to_server(checked)
-                else:
-                    await send_close(checked, ours=False)
-                return
-            if message_type == "websocket.accept":
-                conn.app_accepts()
-            elif message_type == "websocket.http.response.start":
-                conn.app_denies(int(message.get("status", 0)))
-            await send_to_server(message)
-
-        async def send_close(message: Message, *, ours: bool) -> None:
-            """Send a checked close; if the transport is already gone, say so.
-
-            A server that raises anything else cannot send this code (daphne allows only 1000
-            and 3000-4999): the error is kept, not given to the app, and raised to the server
-            when the app is done, because an exception is what makes daphne close (1011).
-            """
-            nonlocal refusal
-            try:
-                await send(message)
-            except OSError:
-                if not ours:
-                    conn.server_send_failed()
-                    raise
-                conn.closing_send_failed()
-            except Exception as exc:
-                conn.server_refused_close(message, exc)
-                refusal = exc
-
-        async def send_closing(message: Message) -> None:
-            await send_close(message, ours=True)
+                sent += 1
+                sent_bytes += len(text) if text is not None else len(message.get("bytes") or b"")
+                return send(message)
+            return guard.send_other(message)
 
         try:
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
-            if conn.is_ordinary_end(exc):
-                self._finish(conn, started)
-                if refusal is not None:
-                    raise refusal from None
-                return
-            closing = conn.app_raised(exc)
-            if closing is not None:
-                await send_closing(closing)
-            swallow = not self.reraise and isinstance(exc, Exception)
-            # The traceback goes to the log once: ours when we swallow, the server's otherwise.
-            self._finish(conn, started, exc if swallow else None)
-            if not swallow:
+            guard.count(received, received_bytes, sent, sent_bytes)
+            to_raise = await guard.failed(exc)
+            if to_raise is exc:
                 raise
-            if refusal is not None:
-                raise refusal from None  # not the app's exception: its text stays out
+            if to_raise is not None:
+                raise to_raise from None  # not the app's exception: its text stays out
         else:
-            closing = conn.app_returned()
-            if closing is not None:
-                await send_closing(closing)
-            self._finish(conn, started)
+            guard.count(received, received_bytes, sent, sent_bytes)
+            refusal = await guard.returned()
             if refusal is not None:
                 raise refusal
 
-    def _finish(
-        self, conn: Connection, started: float, unraised: BaseException | None = None
+    def limit_for(self, scope: Scope) -> int:
+        limit = self.max_message_size
+        if callable(limit):
+            limit = limit(scope)
+        return NO_LIMIT if limit is None else limit
+
+
+def _text_too_big(text: str, length: int, limit: int) -> bool:
+    """Whether ``text`` is over ``limit`` bytes in UTF-8, encoding it only when its length in
+    characters does not already say."""
+    if length > limit:
+        return True
+    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
+
+
+class _Guard:
+    """What one connection needs off the per-message path: its decisions and the slow sends.
+
+    The counters are kept by the per-message closures and handed over once, at the end.
+    """
+
+    __slots__ = (
+        "conn",
+        "counts",
+        "limit",
+        "middleware",
+        "refusal",
+        "server_receive",
+        "server_send",
+        "started",
+    )
+
+    def __init__(
+        self, middleware: WebSocketCloseMiddleware, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        record = conn.record(time.perf_counter() - started)
-        log_record(self.logger, record, exc_info=unraised)
-        if self.on_close is not None:
+        self.started = time.perf_counter()
+        self.middleware = middleware
+        self.server_receive = receive
+        self.server_send = send
+        conn_id = os.urandom(16).hex()
+        # The scope is this connection's own dict; the extensions dict may be the server's,
+        # so it is replaced, not changed.
+        scope["extensions"] = {
+            **(scope.get("extensions") or {}),
+            SCOPE_EXTENSION: {"connection_id": conn_id},
+        }
+        self.limit = limit = middleware.limit_for(scope)
+        self.conn = Connection(
+            connection_id=conn_id,
+            path=scope.get("path", ""),
+            client=_client_text(scope.get("client")),
+            max_message_size=None if limit == NO_LIMIT else limit,
+            replace_invalid=middleware.replace_invalid,
+        )
+        self.counts = (0, 0, 0, 0)
+        #: A valid close the server would not send (daphne), raised to it when the app ends.
+        self.refusal: Exception | None = None
+
+    def count(self, received: int, received_bytes: int, sent: int, sent_bytes: int) -> None:
+        self.counts = (received, received_bytes, sent, sent_bytes)
+
+    async def too_big(self, read_on: Receive) -> Message:
+        """An inbound message is over the limit: it is never delivered.
+
+        On an open connection: close 1009, and the app hears a disconnect instead, now and on
+        every later receive. After the app's own close no second close may go out: the app
+        reads on, to the disconnect the server reports.
+        """
+        conn = self.conn
+        if conn.state is not _OPEN:
+            return await read_on()
+        await self._send_own_close(conn.message_too_big())
+        return await self.disconnected()
+
+    async def disconnected(self) -> Message:
+        """What ``receive`` gives once a message was over the limit."""
+        disconnect = self.conn.synthetic_disconnect
+        if disconnect is None:  # the app had closed first: the server says how it ended
+            return await self.server_receive()
+        return disconnect
+
+    async def send_other(self, message: Message) -> None:
+        conn = self.conn
+        message_type = message["type"]
+        if message_type == "websocket.send":
+            if conn.state is not State.DISCONNECTED:
+                raise conn.app_sends_after_close(message_type)
+            # The peer is gone: the server raises its own error, as the app expects.
+        elif message_type == "websocket.close":
+            checked = conn.app_closes(message)
+            if checked is None:
+                return
+            if conn.state is not State.REFUSED:  # a refused handshake is the server's 403
+                await self._send_app_close(checked)
+                return
+            message = checked
+        elif message_type == "websocket.accept":
+            conn.app_accepts()
+        elif message_type == "websocket.http.response.start":
+            conn.app_denies(int(message.get("status", 0)))
+        try:
+            await self.server_send(message)
+        except OSError:
+            conn.server_send_failed()
+            raise
+
+    async def _send_app_close(self, message: Message) -> None:
+        try:
+            await self.server_send(message)
+        except OSError:
+            self.conn.close_send_failed()  # the peer left first: this close never went out
+            raise
+        except Exception as error:
+            self._refused(message, error)
+
+    async def _send_own_close(self, message: Message, failure: BaseException | None = None) -> None:
+        """Send closeguard's own close; if the transport is already gone, say so."""
+        try:
+            await self.server_send(message)
+        except OSError:
+            self.conn.close_send_failed(failure)
+        except Exception as error:
+            self._refused(message, error)
+
+    def _refused(self, message: Message, error: Exception) -> None:
+        """The server raised for a valid close: it cannot send that code (daphne allows only
+        1000 and 3000-4999). The error is kept, not given to the app, and raised to the server
+        when the app is done, because an exception is what makes daphne close (with 1011)."""
+        self.conn.server_refused_close(message, error)
+        self.refusal = error
+
+    # How the app ended --------------------------------------------------------------------
+
+    async def failed(self, exc: BaseException) -> BaseException | None:
+        """The app raised: close as due, record, and say what to raise to the server."""
+        conn = self.conn
+        if not conn.is_ordinary_end(exc):
+            closing = conn.app_raised(exc)
+            if closing is not None:
+                # If this fails because the peer is gone, a disconnect error was ordinary.
+                await self._send_own_close(closing, exc)
+        if conn.is_ordinary_end(exc):
+            self._finish()
+            return self.refusal
+        swallow = not self.middleware.reraise and isinstance(exc, Exception)
+        # The traceback goes to the log once: ours when we swallow, the server's otherwise.
+        self._finish(exc if swallow else None)
+        return self.refusal if swallow else exc
+
+    async def returned(self) -> Exception | None:
+        closing = self.conn.app_returned()
+        if closing is not None:
+            await self._send_own_close(closing)
+        self._finish()
+        return self.refusal
+
+    def _finish(self, unraised: BaseException | None = None) -> None:
+        middleware = self.middleware
+        received, received_bytes, sent, sent_bytes = self.counts
+        record = self.conn.record(
+            time.perf_counter() - self.started,
+            messages_received=received,
+            messages_sent=sent,
+            bytes_received=received_bytes,
+            bytes_sent=sent_bytes,
+        )
+        log_record(middleware.logger, record, exc_info=unraised)
+        if middleware.on_close is not None:
             try:
-                self.on_close(record)
+                middleware.on_close(record)
             except Exception:
                 # The connection is over; a broken hook must not turn that into a crash.
-                self.logger.exception(
+                middleware.logger.exception(
                     "closeguard on_close hook failed for %s", record.connection_id
                 )

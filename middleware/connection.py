@@ -2,8 +2,8 @@
 
 The ASGI wrapper (``asgi.py``) feeds this object what the app and the server said, and sends
 what it is told to. Nothing here awaits, reads a clock or logs, so every rule is tested
-without a server. The per-message counters are plain attributes the wrapper bumps inline:
-a method call per message would cost more than the work it does.
+without a server. The per-message counters are kept by the wrapper, which hands them over at
+the end: a method call per message would cost more than the work it does.
 """
 
 from __future__ import annotations
@@ -69,6 +69,24 @@ def close_message(code: int, reason: str) -> dict[str, Any]:
 class Connection:
     """Decisions for one connection, in the order the ASGI events arrive."""
 
+    __slots__ = (
+        "accepted",
+        "client",
+        "code",
+        "connection_id",
+        "exception",
+        "http_status",
+        "initiator",
+        "max_message_size",
+        "path",
+        "reason",
+        "replace_invalid",
+        "requested_code",
+        "state",
+        "synthetic_disconnect",
+        "violation",
+    )
+
     def __init__(
         self,
         *,
@@ -95,10 +113,6 @@ class Connection:
         #: The disconnect the app is given instead of an oversized message, then on every
         #: later receive: the app must not see what the client sent after it.
         self.synthetic_disconnect: dict[str, Any] | None = None
-        self.messages_received = 0
-        self.messages_sent = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
 
     # What the app sends -------------------------------------------------------------------
 
@@ -196,7 +210,11 @@ class Connection:
 
     def is_ordinary_end(self, exc: BaseException) -> bool:
         """Whether ``exc`` only says the peer left: the usual way a Starlette endpoint ends."""
-        return self.state in ENDED_STATES and isinstance(exc, ORDINARY_END_EXCEPTIONS)
+        return (
+            self.exception is None
+            and self.state in ENDED_STATES
+            and isinstance(exc, ORDINARY_END_EXCEPTIONS)
+        )
 
     def app_raised(self, exc: BaseException) -> dict[str, Any] | None:
         """The app failed: return the close to send (1011), or None when none is due."""
@@ -217,12 +235,17 @@ class Connection:
             return close_message(CloseCode.NORMAL_CLOSURE, "")
         return None
 
-    def closing_send_failed(self) -> None:
-        """closeguard's own close could not be sent: the transport went first."""
+    def close_send_failed(self, failure: BaseException | None = None) -> None:
+        """A close (the app's or closeguard's) could not be sent: the transport went first.
+
+        If the app's ``failure`` was a disconnect error, it came from a send to a peer that
+        was already gone (closeguard does not watch the server's errors on the per-message
+        path): an ordinary end after all, not an app error.
+        """
         self.state = State.DISCONNECTED
-        self.code = CloseCode.ABNORMAL_CLOSURE
-        self.reason = ""
-        self.initiator = "client"
+        self._ended(CloseCode.ABNORMAL_CLOSURE, "", "client")
+        if isinstance(failure, ORDINARY_END_EXCEPTIONS):
+            self.exception = None
 
     def server_refused_close(self, message: Message, error: Exception) -> None:
         """The server raised from ``send`` for a valid close: it cannot send that code.
@@ -247,7 +270,16 @@ class Connection:
         self.reason = reason
         self.initiator = initiator
 
-    def record(self, duration: float) -> CloseRecord:
+    def record(
+        self,
+        duration: float,
+        *,
+        messages_received: int = 0,
+        messages_sent: int = 0,
+        bytes_received: int = 0,
+        bytes_sent: int = 0,
+    ) -> CloseRecord:
+        """The record, with the counts the I/O side kept (they are per-message work)."""
         return CloseRecord(
             connection_id=self.connection_id,
             path=self.path,
@@ -261,8 +293,8 @@ class Connection:
             exception=self.exception,
             http_status=self.http_status,
             duration=duration,
-            messages_received=self.messages_received,
-            messages_sent=self.messages_sent,
-            bytes_received=self.bytes_received,
-            bytes_sent=self.bytes_sent,
+            messages_received=messages_received,
+            messages_sent=messages_sent,
+            bytes_received=bytes_received,
+            bytes_sent=bytes_sent,
         )

@@ -12,7 +12,7 @@ __all__ = ["CloseRecord", "Initiator"]
 Initiator = Literal["app", "client", "middleware"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CloseRecord:
     """How and why one WebSocket connection ended.
 

@@ -280,7 +280,7 @@ async def echo_until_disconnect(receive: Receive, send: Send) -> None:
     ("text", "too_big"),
     [("a" * 10, False), ("a" * 11, True), ("é" * 5, False), ("é" * 6, True), ("😀😀", False)],
 )
-async def test_text_is_measured_in_utf8_bytes(text: str, too_big: bool) -> None:
+async def test_the_limit_is_in_utf8_bytes(text: str, too_big: bool) -> None:
     server = FakeServer(
         {"type": "websocket.receive", "text": text}, {"type": "websocket.disconnect", "code": 1000}
     )
@@ -290,7 +290,29 @@ async def test_text_is_measured_in_utf8_bytes(text: str, too_big: bool) -> None:
         assert records[0].messages_received == 0
     else:
         assert [m.get("text") for m in server.sent[1:]] == [text]
-        assert records[0].bytes_received == len(text.encode())
+        assert records[0].messages_received == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "too_big"),
+    [
+        ("é" * 400, False),  # 800 bytes: more characters than a quarter of the limit, fits
+        ("😀" * 300, True),  # 300 characters, 1200 bytes
+        ("€" * 334, True),  # 1002 bytes
+        ("€" * 333, False),  # 999 bytes
+    ],
+)
+async def test_text_near_the_limit_is_measured_in_utf8(text: str, too_big: bool) -> None:
+    server = FakeServer(
+        {"type": "websocket.receive", "text": text}, {"type": "websocket.disconnect", "code": 1000}
+    )
+    records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=1000)
+    if too_big:
+        assert server.closes == [(1009, "message exceeds the limit of 1000 bytes")]
+    else:
+        assert server.closes == []
+        # Counted in characters, as documented: text is never encoded just to count it.
+        assert (records[0].bytes_received, records[0].bytes_sent) == (len(text), len(text))
 
 
 async def test_the_app_gets_a_1009_disconnect_and_never_the_message() -> None:

@@ -203,6 +203,6 @@ def test_return_after_the_end_sends_nothing(setup: str) -> None:
 def test_failed_closing_send_is_recorded_as_abnormal() -> None:
     conn = opened()
     conn.app_raised(RuntimeError())
-    conn.closing_send_failed()
+    conn.close_send_failed()
     record = conn.record(0)
     assert (record.code, record.initiator, record.exception) == (1006, "client", "RuntimeError")
