@@ -97,23 +97,28 @@ class WebSocketCloseMiddleware:
 
         async def guarded_receive() -> Message:
             nonlocal received, received_bytes, receive
-            message = await receive()
-            text = message.get("text")
-            if text is not None:
-                size = len(text)
-                if size > text_limit and _text_too_big(text, size, limit):
-                    receive = guard.disconnected
-                    return await guard.too_big(guarded_receive)
-            else:
-                data = message.get("bytes")
-                if data is None:  # not a data message
-                    if message["type"] == "websocket.disconnect":
-                        conn.server_disconnects(message)
-                    return message
-                size = len(data)
-                if size > limit:
-                    receive = guard.disconnected
-                    return await guard.too_big(guarded_receive)
+            while True:
+                message = await receive()
+                text = message.get("text")
+                if text is not None:
+                    size = len(text)
+                    if size <= text_limit or not _text_too_big(text, size, limit):
+                        break
+                else:
+                    data = message.get("bytes")
+                    if data is None:  # not a data message
+                        if message["type"] == "websocket.disconnect":
+                            conn.server_disconnects(message)
+                        return message
+                    size = len(data)
+                    if size <= limit:
+                        break
+                # Over the limit: this message is never delivered.
+                receive = guard.disconnected
+                closing = await guard.too_big()
+                if closing is not None:
+                    return closing
+                # The app had closed first: read on, to the disconnect the server reports.
             received += 1
             received_bytes += size
             return message
@@ -184,12 +189,11 @@ class _Guard:
         self.server_receive = receive
         self.server_send = send
         conn_id = os.urandom(16).hex()
-        # The scope is this connection's own dict; the extensions dict may be the server's,
-        # so it is replaced, not changed.
-        scope["extensions"] = {
-            **(scope.get("extensions") or {}),
-            SCOPE_EXTENSION: {"connection_id": conn_id},
-        }
+        # The scope and its extensions are this connection's own (ASGI): add to them in place.
+        extensions = scope.get("extensions")
+        if extensions is None:
+            scope["extensions"] = extensions = {}
+        extensions[SCOPE_EXTENSION] = {"connection_id": conn_id}
         self.limit = limit = middleware.limit_for(scope)
         self.conn = Connection(
             connection_id=conn_id,
@@ -205,16 +209,15 @@ class _Guard:
     def count(self, received: int, received_bytes: int, sent: int, sent_bytes: int) -> None:
         self.counts = (received, received_bytes, sent, sent_bytes)
 
-    async def too_big(self, read_on: Receive) -> Message:
-        """An inbound message is over the limit: it is never delivered.
+    async def too_big(self) -> Message | None:
+        """An inbound message is over the limit: close 1009 and return the disconnect the app
+        hears instead, now and on every later receive.
 
-        On an open connection: close 1009, and the app hears a disconnect instead, now and on
-        every later receive. After the app's own close no second close may go out: the app
-        reads on, to the disconnect the server reports.
+        After the app's own close no second close may go out: None, and the app reads on.
         """
         conn = self.conn
         if conn.state is not _OPEN:
-            return await read_on()
+            return None
         await self._send_own_close(conn.message_too_big())
         return await self.disconnected()
 

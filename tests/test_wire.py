@@ -277,6 +277,14 @@ async def test_per_route_limit(conn: Connection) -> None:
     assert seen.close == conn.wire(1009, f"message exceeds the limit of {SMALL_LIMIT} bytes")
 
 
+async def test_the_app_sees_the_records_connection_id(running: RunningServer) -> None:
+    first, second = Connection(running), Connection(running)
+    seen = [await talk(first.url("/id")), await talk(second.url("/id"))]
+    ids = [s.messages[0] for s in seen]
+    assert ids[0] != ids[1]
+    assert [first.record()["connection_id"], second.record()["connection_id"]] == ids
+
+
 def test_every_connection_left_exactly_one_record(running: RunningServer) -> None:
     """After the module's connections, no path appears in two records."""
     paths = [line["path"] for line in running.log_lines()]

@@ -18,7 +18,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from middleware import LOGGER_NAME, InvalidCloseCode, WebSocketCloseMiddleware
+from middleware import LOGGER_NAME, InvalidCloseCode, WebSocketCloseMiddleware, connection_id
 from middleware.record import FIELD_NAMES
 
 #: Small enough to reach quickly, and below every server's own limit.
@@ -80,6 +80,12 @@ async def return_without_close(websocket: WebSocket) -> None:
     await websocket.send_text("ready")
 
 
+async def tell_id(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_text(connection_id(websocket.scope) or "no id")
+    await websocket.close()
+
+
 async def echo(websocket: WebSocket) -> None:
     """Echo until the client leaves; the WebSocketDisconnect that ends it is left to propagate."""
     await websocket.accept()
@@ -130,6 +136,7 @@ def _starlette() -> Starlette:
             WebSocketRoute("/refuse/{token}", refuse),
             WebSocketRoute("/return/{token}", return_without_close),
             WebSocketRoute("/echo/{token}", echo),
+            WebSocketRoute("/id/{token}", tell_id),
             WebSocketRoute("/small/echo/{token}", echo),
             WebSocketRoute("/echo-text/{token}", echo_text),
         ]
