@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeAlias
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .closelog import LOGGER_NAME, log_record
-from .connection import Connection, State
+from .connection import CLOSE_SENT_STATES, Connection, State
 from .record import CloseRecord
 
 __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -24,7 +24,11 @@ OnClose: TypeAlias = Callable[[CloseRecord], None]
 #: Where closeguard puts its per-connection data in the scope the app sees.
 SCOPE_EXTENSION = "closeguard"
 
-#: "No limit", as a number: one comparison per message instead of a None check and another.
+#: The largest limit one may set: any larger is no limit in practice, and the 1009 reason
+#: naming it must still fit in 123 bytes.
+MAX_LIMIT = 2**62
+LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
+#: "No limit", as a number above MAX_LIMIT: one comparison per message, not a None check too.
 NO_LIMIT = sys.maxsize
 
 _OPEN = State.OPEN
@@ -64,14 +68,10 @@ class WebSocketCloseMiddleware:
     ) -> None:
         if invalid_close not in ("raise", "replace"):
             raise ValueError(f"invalid_close must be 'raise' or 'replace', got {invalid_close!r}")
-        if isinstance(max_message_size, bool) or not (
-            max_message_size is None
-            or callable(max_message_size)
-            or (isinstance(max_message_size, int) and max_message_size > 0)
-        ):
+        if not (callable(max_message_size) or _valid_limit(max_message_size)):
             raise ValueError(
-                "max_message_size must be a positive number of bytes, a callable "
-                f"scope -> int | None, or None for no limit; got {max_message_size!r}"
+                f"max_message_size must be {LIMIT_RULE}, a callable scope -> int | None, "
+                f"or None for no limit; got {max_message_size!r}"
             )
         self.app = app
         self.max_message_size = max_message_size
@@ -89,10 +89,7 @@ class WebSocketCloseMiddleware:
         # Everything off that path is in ``guard``, which costs nothing until it is used.
         guard = _Guard(self, scope, receive, send)
         conn = guard.conn
-        limit = guard.limit
-        # A character is at least one byte and at most four: text of up to a quarter of the
-        # limit in characters cannot be too big, so most messages are never measured twice.
-        text_limit = limit // 4
+        limit = text_limit = NO_LIMIT  # set in the try below: a failing limit is a failure
         received = received_bytes = sent = sent_bytes = 0
 
         async def guarded_receive() -> Message:
@@ -135,6 +132,10 @@ class WebSocketCloseMiddleware:
             return guard.send_other(message)
 
         try:
+            limit = guard.set_limit(scope)
+            # A character is at least one byte and at most four: text of up to a quarter of
+            # the limit in characters cannot be too big, and is never measured twice.
+            text_limit = limit // 4
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
             guard.count(received, received_bytes, sent, sent_bytes)
@@ -153,7 +154,18 @@ class WebSocketCloseMiddleware:
         limit = self.max_message_size
         if callable(limit):
             limit = limit(scope)
+            if not _valid_limit(limit):
+                raise ValueError(
+                    f"max_message_size({scope.get('path')!r}) returned {limit!r}; "
+                    f"it must return {LIMIT_RULE}, or None for no limit"
+                )
         return NO_LIMIT if limit is None else limit
+
+
+def _valid_limit(limit: object) -> bool:
+    return limit is None or (
+        isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= MAX_LIMIT
+    )
 
 
 def _text_too_big(text: str, length: int, limit: int) -> bool:
@@ -173,7 +185,6 @@ class _Guard:
     __slots__ = (
         "conn",
         "counts",
-        "limit",
         "middleware",
         "refusal",
         "server_receive",
@@ -194,17 +205,21 @@ class _Guard:
         if extensions is None:
             scope["extensions"] = extensions = {}
         extensions[SCOPE_EXTENSION] = {"connection_id": conn_id}
-        self.limit = limit = middleware.limit_for(scope)
         self.conn = Connection(
             connection_id=conn_id,
             path=scope.get("path", ""),
             client=_client_text(scope.get("client")),
-            max_message_size=None if limit == NO_LIMIT else limit,
+            max_message_size=None,
             replace_invalid=middleware.replace_invalid,
         )
         self.counts = (0, 0, 0, 0)
         #: A valid close the server would not send (daphne), raised to it when the app ends.
         self.refusal: Exception | None = None
+
+    def set_limit(self, scope: Scope) -> int:
+        limit = self.middleware.limit_for(scope)
+        self.conn.max_message_size = None if limit == NO_LIMIT else limit
+        return limit
 
     def count(self, received: int, received_bytes: int, sent: int, sent_bytes: int) -> None:
         self.counts = (received, received_bytes, sent, sent_bytes)
@@ -232,9 +247,9 @@ class _Guard:
         conn = self.conn
         message_type = message["type"]
         if message_type == "websocket.send":
-            if conn.state is not State.DISCONNECTED:
+            if conn.state in CLOSE_SENT_STATES:
                 raise conn.app_sends_after_close(message_type)
-            # The peer is gone: the server raises its own error, as the app expects.
+            # Before accept, or with the peer gone, the server answers with its own error.
         elif message_type == "websocket.close":
             checked = conn.app_closes(message)
             if checked is None:

@@ -28,8 +28,9 @@ def printable(text: str) -> str:
     Reasons and paths come from clients; a newline or an ANSI escape in them must show up as
     ``\\n`` or ``\\x1b``, not act.
     """
-    if text.isprintable():
+    if text.isprintable() and "\\" not in text:
         return text
+    # Backslashes are escaped too, so a typed "\\n" never reads like an escaped newline.
     return repr(text)[1:-1]
 
 

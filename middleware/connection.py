@@ -23,7 +23,7 @@ from .codes import (
 )
 from .record import CloseRecord, Initiator
 
-__all__ = ["CloseAlreadySent", "Connection", "State"]
+__all__ = ["CLOSE_SENT_STATES", "CloseAlreadySent", "Connection", "State"]
 
 #: The reason closeguard puts on a 1011. Exception text never goes on the wire: it may hold
 #: secrets, and the client cannot act on it anyway.
@@ -44,6 +44,9 @@ class State(Enum):
     CLOSED_BY_MIDDLEWARE = "closed by middleware"  # closeguard's 1009, 1011 or 1000 went out
     DISCONNECTED = "disconnected"  # the server reported the peer gone, or the transport failed
 
+
+#: States in which a Close frame went out: nothing may follow it.
+CLOSE_SENT_STATES = frozenset({State.CLOSED_BY_APP, State.CLOSED_BY_MIDDLEWARE})
 
 #: States in which the connection is over as far as the app's exceptions are concerned.
 ENDED_STATES = frozenset({State.CLOSED_BY_APP, State.CLOSED_BY_MIDDLEWARE, State.DISCONNECTED})

@@ -401,8 +401,9 @@ async def test_the_record_is_logged_once_with_its_fields(caplog: pytest.LogCaptu
     ("options", "words"),
     [
         ({"invalid_close": "ignore"}, "invalid_close must be 'raise' or 'replace'"),
-        ({"max_message_size": 0}, "max_message_size must be a positive number"),
-        ({"max_message_size": True}, "max_message_size must be a positive number"),
+        ({"max_message_size": 0}, "max_message_size must be a whole number of bytes"),
+        ({"max_message_size": True}, "max_message_size must be a whole number of bytes"),
+        ({"max_message_size": 2**70}, "max_message_size must be a whole number of bytes"),
     ],
 )
 def test_bad_options_fail_at_construction(options: dict[str, Any], words: str) -> None:
@@ -447,3 +448,28 @@ async def test_starlette_disconnect_exception_is_swallowed() -> None:
     await app(scope(), server.receive, server.send)  # no WebSocketDisconnect escapes
     assert server.closes == []
     assert (records[0].code, records[0].initiator, records[0].exception) == (1001, "client", None)
+
+
+async def test_send_before_accept_is_the_servers_business() -> None:
+    class Refusing(FakeServer):
+        async def send(self, message: Message) -> None:
+            if message["type"] == "websocket.send":
+                raise RuntimeError("Expected ASGI message 'websocket.accept'")
+            await super().send(message)
+
+    server = Refusing()
+    records, escaped = await run(raw(sends({"type": "websocket.send", "text": "x"})), server)
+    assert isinstance(escaped, RuntimeError)
+    assert not isinstance(escaped, CloseAlreadySent)
+    assert records[0].accepted is False
+
+
+async def test_a_limit_callable_returning_nonsense_fails_the_handshake() -> None:
+    server = FakeServer()
+    records, escaped = await run(raw(ACCEPT), server, max_message_size=lambda scope: -1)
+    assert isinstance(escaped, ValueError)
+    assert "max_message_size('/ws') returned -1" in str(escaped)
+    assert "from 1 to" in str(escaped)
+    assert server.sent == []  # the server answers HTTP 500
+    [record] = records
+    assert (record.accepted, record.code, record.exception) == (False, None, "ValueError")

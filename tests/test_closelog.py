@@ -59,6 +59,7 @@ def test_levels(changes: dict[str, object], level: int) -> None:
         ("\x1b[31mred", "\\x1b[31mred"),
         ("cr\rlf", "cr\\rlf"),
         ("sep\u2028line", "sep\\u2028line"),
+        ("typed \\n, not a newline", "typed \\\\n, not a newline"),
     ],
 )
 def test_printable_escapes_only_what_could_act(raw: str, shown: str) -> None:
