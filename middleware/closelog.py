@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from .codes import CloseCode
 from .record import CloseRecord
@@ -71,22 +70,39 @@ def log_record(
     record: CloseRecord,
     exc_info: BaseException | None = None,
 ) -> None:
-    """Write ``record`` once: the fields go as ``extra``, the strings escaped."""
+    """Write ``record`` once: the fields go as ``extra``, the strings escaped.
+
+    The LogRecord is made here and handed to ``logger.handle``, as ``Logger.log`` would, but
+    without its walk up the stack for the caller (the caller is always this function) and
+    without checking each field against LogRecord's own names (none of them clash).
+    """
     level = level_for(record)
     if not logger.isEnabledFor(level):
         return
-    extra: dict[str, Any] = record.as_dict()
-    extra["path"] = printable(record.path)
-    extra["reason"] = printable(record.reason)
-    logger.log(
-        level,
-        MESSAGE,
-        extra["path"],
+    fields = record.as_dict()
+    fields["path"] = path = printable(record.path)
+    fields["reason"] = printable(record.reason)
+    args = (
+        path,
         _outcome(record),
         record.code,
         repr(record.reason),
         record.initiator,
         _details(record),
-        exc_info=exc_info,
-        extra=extra,
     )
+    entry = logger.makeRecord(
+        logger.name,
+        level,
+        __file__,
+        _LINE,
+        MESSAGE,
+        args,
+        None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__),
+        "log_record",
+    )
+    entry.__dict__.update(fields)
+    logger.handle(entry)
+
+
+#: Where a close record is said to be logged from.
+_LINE = log_record.__code__.co_firstlineno
