@@ -17,6 +17,7 @@ from .codes import (
     check_close,
     classify,
     describe,
+    name_of,
     substitute_close,
     truncate_utf8,
 )
@@ -39,6 +40,7 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "classify",
     "connection_id",
     "describe",
+    "name_of",
     "substitute_close",
     "truncate_utf8",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "check_close",
     "classify",
     "describe",
+    "name_of",
     "substitute_close",
     "truncate_utf8",
 ]
@@ -125,13 +126,20 @@ def classify(code: int) -> CodeClass:
     return CodeClass.OUT_OF_RANGE
 
 
+def name_of(code: int) -> str | None:
+    """The registry's name for ``code`` in words ("Normal Closure"), or None if it has none."""
+    try:
+        member = CloseCode(code)
+    except ValueError:
+        return None
+    return member.name.replace("_", " ").title().replace("Tls", "TLS")
+
+
 def describe(code: int) -> str:
     """Say in words what a code is, for logs, errors and the explorer page."""
-    try:
-        name = CloseCode(code).name.replace("_", " ").title()
-    except ValueError:
-        return f"{code} ({classify(code).value})"
-    return f"{code} {name} ({classify(code).value})"
+    name = name_of(code)
+    kind = classify(code).value
+    return f"{code} ({kind})" if name is None else f"{code} {name} ({kind})"
 
 
 def check_close(code: int, reason: str = "") -> None:

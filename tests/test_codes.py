@@ -107,6 +107,7 @@ def test_close_code_names_follow_the_rfc_and_iana() -> None:
     [
         (1000, "1000 Normal Closure (sendable)"),
         (1006, "1006 Abnormal Closure (reserved for local use)"),
+        (1015, "1015 TLS Handshake (reserved for local use)"),
         (1004, "1004 (reserved for the standard)"),
         (3001, "3001 (registered for libraries and frameworks)"),
         (4321, "4321 (private use)"),
