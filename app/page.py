@@ -1,7 +1,7 @@
 """The explorer page: static HTML and script, plus the facts only the server knows, as JSON.
 
-The close-code names and meanings come from :mod:`middleware.codes` (``CloseCode`` and
-``describe``), so the page never keeps a second copy of the rules.
+The close-code names and meanings come from :mod:`middleware.codes` (``CloseCode``,
+``name_of`` and ``describe``), so the page never keeps a second copy of the rules.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from middleware import CloseCode, classify, describe
+from middleware import CloseCode, classify, describe, name_of
 
 from .settings import Settings
 
@@ -28,7 +28,7 @@ def code_table() -> list[dict[str, Any]]:
     return [
         {
             "code": int(code),
-            "name": code.name.replace("_", " ").title(),
+            "name": name_of(code),
             "description": describe(code),
             "may_be_sent": classify(code).may_be_sent,
         }
