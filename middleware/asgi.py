@@ -21,8 +21,8 @@ __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
 OnClose: TypeAlias = Callable[[CloseRecord], None]
 
-#: Where closeguard puts its per-connection data in the scope the app sees.
-SCOPE_EXTENSION = "closeguard"
+#: The scope key under which the app finds closeguard's id for its connection.
+SCOPE_KEY = "closeguard.connection_id"
 
 #: The largest limit one may set: any larger is no limit in practice, and the 1009 reason
 #: naming it must still fit in 123 bytes.
@@ -36,8 +36,8 @@ _OPEN = State.OPEN
 
 def connection_id(scope: Scope) -> str | None:
     """The id closeguard gave this connection; it is also the record's ``connection_id``."""
-    extension = scope.get("extensions", {}).get(SCOPE_EXTENSION)
-    return None if extension is None else str(extension["connection_id"])
+    value = scope.get(SCOPE_KEY)
+    return None if value is None else str(value)
 
 
 def _client_text(client: Any) -> str | None:
@@ -200,11 +200,9 @@ class _Guard:
         self.server_receive = receive
         self.server_send = send
         conn_id = os.urandom(16).hex()
-        # The scope and its extensions are this connection's own (ASGI): add to them in place.
-        extensions = scope.get("extensions")
-        if extensions is None:
-            scope["extensions"] = extensions = {}
-        extensions[SCOPE_EXTENSION] = {"connection_id": conn_id}
+        # The scope is this connection's own dict (ASGI), and Starlette too adds its keys to
+        # it: one more key costs nothing, where a copy of the scope would cost its size.
+        scope[SCOPE_KEY] = conn_id
         self.conn = Connection(
             connection_id=conn_id,
             path=scope.get("path", ""),
