@@ -6,6 +6,6 @@ server, what the client sees without closeguard and with it.
 
 from __future__ import annotations
 
-from tests.wire_app import _starlette
+from tests.wire_app import scenarios
 
-app = _starlette()
+app = scenarios()

@@ -127,7 +127,8 @@ async def raw_send_after_close(scope: Scope, receive: Receive, send: Send) -> No
     await send({"type": "websocket.send", "text": "too late"})
 
 
-def _starlette() -> Starlette:
+def scenarios() -> Starlette:
+    """The scenario routes alone: ``build`` puts closeguard in front, ``bare_app`` does not."""
     return Starlette(
         routes=[
             WebSocketRoute("/close/{code:int}/{token}", close_with),
@@ -164,7 +165,7 @@ class PrefixRouter:
 
 def build() -> ASGIApp:
     _configure_logging()
-    inner = _starlette()
+    inner = scenarios()
     return PrefixRouter(
         {
             "/raw/recover/": WebSocketCloseMiddleware(raw_recover),
