@@ -20,6 +20,8 @@ __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
 #: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
 OnClose: TypeAlias = Callable[[CloseRecord], None]
+#: Messages and bytes received, messages and bytes sent.
+Counts: TypeAlias = tuple[int, int, int, int]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
@@ -138,15 +140,13 @@ class WebSocketCloseMiddleware:
             text_limit = limit // 4
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
-            guard.count(received, received_bytes, sent, sent_bytes)
-            to_raise = await guard.failed(exc)
+            to_raise = await guard.failed(exc, (received, received_bytes, sent, sent_bytes))
             if to_raise is exc:
                 raise
             if to_raise is not None:
                 raise to_raise from None  # not the app's exception: its text stays out
         else:
-            guard.count(received, received_bytes, sent, sent_bytes)
-            refusal = await guard.returned()
+            refusal = await guard.returned((received, received_bytes, sent, sent_bytes))
             if refusal is not None:
                 raise refusal
 
@@ -184,7 +184,6 @@ class _Guard:
 
     __slots__ = (
         "conn",
-        "counts",
         "middleware",
         "refusal",
         "server_receive",
@@ -210,7 +209,6 @@ class _Guard:
             max_message_size=None,
             replace_invalid=middleware.replace_invalid,
         )
-        self.counts = (0, 0, 0, 0)
         #: A valid close the server would not send (daphne), raised to it when the app ends.
         self.refusal: Exception | None = None
 
@@ -218,9 +216,6 @@ class _Guard:
         limit = self.middleware.limit_for(scope)
         self.conn.max_message_size = None if limit == NO_LIMIT else limit
         return limit
-
-    def count(self, received: int, received_bytes: int, sent: int, sent_bytes: int) -> None:
-        self.counts = (received, received_bytes, sent, sent_bytes)
 
     async def too_big(self) -> Message | None:
         """An inbound message is over the limit: close 1009 and return the disconnect the app
@@ -293,7 +288,7 @@ class _Guard:
 
     # How the app ended --------------------------------------------------------------------
 
-    async def failed(self, exc: BaseException) -> BaseException | None:
+    async def failed(self, exc: BaseException, counts: Counts) -> BaseException | None:
         """The app raised: close as due, record, and say what to raise to the server."""
         conn = self.conn
         if not conn.is_ordinary_end(exc):
@@ -302,23 +297,23 @@ class _Guard:
                 # If this fails because the peer is gone, a disconnect error was ordinary.
                 await self._send_own_close(closing, exc)
         if conn.is_ordinary_end(exc):
-            self._finish()
+            self._finish(counts)
             return self.refusal
         swallow = not self.middleware.reraise and isinstance(exc, Exception)
         # The traceback goes to the log once: ours when we swallow, the server's otherwise.
-        self._finish(exc if swallow else None)
+        self._finish(counts, exc if swallow else None)
         return self.refusal if swallow else exc
 
-    async def returned(self) -> Exception | None:
+    async def returned(self, counts: Counts) -> Exception | None:
         closing = self.conn.app_returned()
         if closing is not None:
             await self._send_own_close(closing)
-        self._finish()
+        self._finish(counts)
         return self.refusal
 
-    def _finish(self, unraised: BaseException | None = None) -> None:
+    def _finish(self, counts: Counts, unraised: BaseException | None = None) -> None:
         middleware = self.middleware
-        received, received_bytes, sent, sent_bytes = self.counts
+        received, received_bytes, sent, sent_bytes = counts
         record = self.conn.record(
             time.perf_counter() - self.started,
             messages_received=received,
