@@ -507,7 +507,7 @@ class RawClient:
                 break
             try:
                 frame = await asyncio.wait_for(self.read_frame(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin before Python 3.11
                 break
             if frame is None:
                 break

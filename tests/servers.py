@@ -162,7 +162,9 @@ class RunningServer:
         if not self.log_path.exists():
             return []
         text = self.log_path.read_text(encoding="utf-8")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # The server may be writing a line right now: only whole lines count.
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def records_for(
         self, token: str, timeout: float = 5.0, settle: float = 0.2

@@ -459,7 +459,7 @@ def wire_app(served: Served) -> Callable[[Scope, Receive, Send], Any]:
 async def play_client(port: int, path: str, client: list[ClientEvent]) -> Wire:
     try:
         conn = await RawClient.connect(port, path, timeout=3)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin before Python 3.11
         return Wire()
     if not conn.opened:
         conn.abort()

@@ -135,7 +135,7 @@ async def probe(base: str, scenario: Scenario) -> Cell:
         received = exc.rcvd
         close = None if received is None else (received.code, received.reason)
         return Cell(close=close, echoed=echoed)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin before Python 3.11
         return Cell(left_open=True, echoed=echoed)
     raise AssertionError("unreachable: the loop only ends by an exception")
 
