@@ -473,3 +473,23 @@ async def test_a_limit_callable_returning_nonsense_fails_the_handshake() -> None
     assert server.sent == []  # the server answers HTTP 500
     [record] = records
     assert (record.accepted, record.code, record.exception) == (False, None, "ValueError")
+
+
+async def test_the_apps_send_and_receive_are_marked_coroutine_functions() -> None:
+    """asgiref's async_to_sync (Django Channels' sync consumers) warns on an unmarked ``send``;
+    under warnings-as-errors, as here, that warning would fail this test."""
+    from asgiref.sync import async_to_sync
+
+    seen: list[tuple[bool, bool]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((asyncio.iscoroutinefunction(receive), asyncio.iscoroutinefunction(send)))
+        async_to_sync(send)  # only wraps; raises here if it warns
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 4000})
+
+    server = FakeServer()
+    await run(app, server)
+    assert seen == [(True, True)]
+    assert server.closes == [(4000, "")]
