@@ -88,9 +88,9 @@ class WebSocketCloseMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        # The per-message path is two closures over locals of this one coroutine: a local is
-        # the cheapest thing to read, and no second coroutine lives as long as the connection.
-        # Everything off that path is in ``guard``, which costs nothing until it is used.
+        # ``receive`` is a closure over locals of this one coroutine: a local is the cheapest
+        # thing to read, and no second coroutine lives as long as the connection. ``send`` and
+        # everything off the per-message path are ``guard``'s (see _Guard.send for why).
         guard = _Guard(self, scope, receive, send)
         conn = guard.conn
         limit = text_limit = NO_LIMIT  # set in the try below: a failing limit is a failure
@@ -168,9 +168,9 @@ def _text_too_big(text: str, length: int, limit: int) -> bool:
 
 
 class _Guard:
-    """What one connection needs off the per-message path: its decisions and the slow sends.
+    """One connection's ``send``, its decisions, and everything off the per-message path.
 
-    The counters are kept by the per-message closures and handed over once, at the end.
+    ``receive``'s counters are kept by its closure and handed over once, at the end.
     """
 
     __slots__ = (
