@@ -142,6 +142,18 @@ def client_close_recorded(kind: str, code: int, reason: str) -> tuple[int, str]:
     return (code, reason)
 
 
+def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """End a server as a supervisor would: SIGTERM, ``grace`` seconds, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -222,10 +234,4 @@ def run_server(
         _wait_until_listening(port, process, timeout=20)
         yield RunningServer(kind, f"ws://127.0.0.1:{port}", log_path, output_path, process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop(process)

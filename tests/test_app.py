@@ -17,11 +17,11 @@ import pytest
 
 from app import settings as app_settings
 from tests.conftest import talk
+from tests.servers import free_port
 from tests.test_app_support import (
     REPO,
     AppProcess,
     app_env,
-    free_port,
     http_get,
     python_m_app,
     run_app,

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.servers import free_port
 from tests.test_app_support import (
     CHROMIUM_ARGS,
     AppProcess,
     app_env,
     chromium_path,
-    free_port,
     python_m_app,
     run_app,
 )

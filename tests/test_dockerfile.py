@@ -20,7 +20,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import talk
-from tests.test_app_support import REPO, AppProcess, app_env, free_port, http_get, run_app
+from tests.servers import free_port
+from tests.test_app_support import REPO, AppProcess, app_env, http_get, run_app
 
 DOCKERFILE = REPO / "Dockerfile"
 

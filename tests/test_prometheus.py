@@ -21,7 +21,8 @@ from websockets.asyncio.client import connect
 from middleware import WebSocketCloseMiddleware
 from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 from tests.conftest import serve, talk
-from tests.test_app_support import BIN_DIR, REPO, app_env, free_port, http_get, run_app
+from tests.servers import free_port
+from tests.test_app_support import BIN_DIR, REPO, app_env, http_get, run_app
 
 
 def metrics_app(registry: CollectorRegistry) -> Starlette:
