@@ -22,8 +22,8 @@ __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
 #: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
 OnClose: TypeAlias = Callable[[CloseRecord], None]
-#: Messages and bytes received.
-Counts: TypeAlias = tuple[int, int]
+#: Messages and bytes received, messages and bytes sent.
+Counts: TypeAlias = tuple[int, int, int, int]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
@@ -88,13 +88,13 @@ class WebSocketCloseMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        # ``receive`` is a closure over locals of this one coroutine: a local is the cheapest
-        # thing to read, and no second coroutine lives as long as the connection. ``send`` and
-        # everything off the per-message path are ``guard``'s (see _Guard.send for why).
+        # ``receive`` and ``send`` are closures over locals of this one coroutine: a cell is
+        # the cheapest state to read and bump per message, and no second coroutine lives as
+        # long as the connection. Everything off the per-message path is ``guard``'s.
         guard = _Guard(self, scope, receive, send)
         conn = guard.conn
         limit = text_limit = NO_LIMIT  # set in the try below: a failing limit is a failure
-        received = received_bytes = 0
+        received = received_bytes = sent = sent_bytes = 0
 
         async def guarded_receive() -> Message:
             nonlocal received, received_bytes, receive
@@ -124,20 +124,37 @@ class WebSocketCloseMiddleware:
             received_bytes += size
             return message
 
+        def guarded_send(message: Message) -> Awaitable[None]:
+            # A plain function handing back the server's own awaitable: data costs checks,
+            # not another coroutine. Everything else goes the slow way, through ``guard``.
+            nonlocal sent, sent_bytes
+            if message["type"] == "websocket.send" and conn.state is _OPEN:
+                text = message.get("text")
+                sent += 1
+                sent_bytes += len(text) if text is not None else len(message.get("bytes") or b"")
+                return send(message)
+            return guard.send_other(message)
+
+        # ASGI's send is an awaitable callable, and callers that check (asgiref's
+        # async_to_sync warns on an unmarked one, so fails under -W error) look for the
+        # coroutine-function mark in the function's __dict__: a shared dict, not one per
+        # connection.
+        guarded_send.__dict__ = COROUTINE_FUNCTION_MARK
+
         try:
             limit = guard.set_limit(scope)
             # A character is at least one byte and at most four: text of up to a quarter of
             # the limit in characters cannot be too big, and is never measured twice.
             text_limit = limit // 4
-            await self.app(scope, guarded_receive, guard.send)
+            await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
-            to_raise = await guard.failed(exc, (received, received_bytes))
+            to_raise = await guard.failed(exc, (received, received_bytes, sent, sent_bytes))
             if to_raise is exc:
                 raise
             if to_raise is not None:
                 raise to_raise from None  # not the app's exception: its text stays out
         else:
-            refusal = await guard.returned((received, received_bytes))
+            refusal = await guard.returned((received, received_bytes, sent, sent_bytes))
             if refusal is not None:
                 raise refusal
 
@@ -168,17 +185,16 @@ def _text_too_big(text: str, length: int, limit: int) -> bool:
 
 
 class _Guard:
-    """One connection's ``send``, its decisions, and everything off the per-message path.
+    """One connection's decisions and everything off the per-message path.
 
-    ``receive``'s counters are kept by its closure and handed over once, at the end.
+    The per-message counters are kept by the ``receive`` and ``send`` closures and handed
+    over once, at the end.
     """
 
     __slots__ = (
         "conn",
         "middleware",
         "refusal",
-        "sent",
-        "sent_bytes",
         "server_receive",
         "server_send",
         "started",
@@ -202,20 +218,8 @@ class _Guard:
             max_message_size=None,
             replace_invalid=middleware.replace_invalid,
         )
-        self.sent = self.sent_bytes = 0
         #: A valid close the server would not send (daphne), raised to it when the app ends.
         self.refusal: Exception | None = None
-
-    def send(self, message: Message) -> Awaitable[None]:
-        """The app's ``send``: a plain function handing back the server's own awaitable, so
-        data costs checks, not another coroutine. (It is marked as a coroutine function below,
-        as asgiref's ``async_to_sync`` and ``inspect`` expect of an ASGI ``send``.)"""
-        if message["type"] == "websocket.send" and self.conn.state is _OPEN:
-            text = message.get("text")
-            self.sent += 1
-            self.sent_bytes += len(text) if text is not None else len(message.get("bytes") or b"")
-            return self.server_send(message)
-        return self.send_other(message)
 
     def set_limit(self, scope: Scope) -> int:
         limit = self.middleware.limit_for(scope)
@@ -318,17 +322,10 @@ class _Guard:
 
     def _finish(self, counts: Counts, unraised: BaseException | None = None) -> None:
         middleware = self.middleware
-        received, received_bytes = counts
-        sent, sent_bytes = self.sent, self.sent_bytes
-        record = self.conn.record(
-            time.perf_counter() - self.started,
-            messages_received=received,
-            messages_sent=sent,
-            bytes_received=received_bytes,
-            bytes_sent=sent_bytes,
-        )
-        log_record(middleware.logger, record, exc_info=unraised)
+        fields = self.conn.fields(time.perf_counter() - self.started, counts)
+        log_record(middleware.logger, fields, exc_info=unraised)
         if middleware.on_close is not None:
+            record = CloseRecord(**fields)
             try:
                 middleware.on_close(record)
             except Exception:
@@ -338,10 +335,20 @@ class _Guard:
                 )
 
 
-# ASGI's send is an awaitable callable; callers that check (asgiref's async_to_sync warns, and
-# so fails under -W error) look for the coroutine-function mark. Marking the class's function
-# once marks every bound ``guard.send``, at no cost per connection.
-if sys.version_info >= (3, 12):
-    inspect.markcoroutinefunction(_Guard.send)
-else:  # what inspect.markcoroutinefunction does before 3.12, as asgiref does it
-    _Guard.send._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+def _coroutine_function_mark() -> dict[str, Any]:
+    """The attributes that make a plain function pass for a coroutine function: with
+    ``inspect`` (3.12+) and ``asyncio`` (whose 3.10 and 3.11 check is what asgiref uses)."""
+
+    def marked() -> None:
+        pass
+
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(marked)
+    legacy_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if legacy_marker is not None:  # asyncio.iscoroutinefunction's own mark (gone in time)
+        marked._is_coroutine = legacy_marker  # type: ignore[attr-defined]
+    return marked.__dict__
+
+
+#: Shared by every connection's ``send``: assigning a function's __dict__ costs one pointer.
+COROUTINE_FUNCTION_MARK = _coroutine_function_mark()

@@ -273,31 +273,32 @@ class Connection:
         self.reason = reason
         self.initiator = initiator
 
+    def fields(self, duration: float, counts: tuple[int, int, int, int]) -> dict[str, Any]:
+        """The record's fields as a dict (``CloseRecord.as_dict()``'s shape), with the
+        counts the I/O side kept (messages and bytes received, messages and bytes sent).
+
+        What the log line is made from: the :class:`CloseRecord` is built only for a hook.
+        """
+        return {
+            "connection_id": self.connection_id,
+            "path": self.path,
+            "client": self.client,
+            "accepted": self.accepted,
+            "code": self.code,
+            "reason": self.reason,
+            "initiator": self.initiator,
+            "requested_code": self.requested_code,
+            "violation": self.violation,
+            "exception": self.exception,
+            "http_status": self.http_status,
+            "duration": duration,
+            "messages_received": counts[0],
+            "messages_sent": counts[2],
+            "bytes_received": counts[1],
+            "bytes_sent": counts[3],
+        }
+
     def record(
-        self,
-        duration: float,
-        *,
-        messages_received: int = 0,
-        messages_sent: int = 0,
-        bytes_received: int = 0,
-        bytes_sent: int = 0,
+        self, duration: float, counts: tuple[int, int, int, int] = (0, 0, 0, 0)
     ) -> CloseRecord:
-        """The record, with the counts the I/O side kept (they are per-message work)."""
-        return CloseRecord(
-            connection_id=self.connection_id,
-            path=self.path,
-            client=self.client,
-            accepted=self.accepted,
-            code=self.code,
-            reason=self.reason,
-            initiator=self.initiator,
-            requested_code=self.requested_code,
-            violation=self.violation,
-            exception=self.exception,
-            http_status=self.http_status,
-            duration=duration,
-            messages_received=messages_received,
-            messages_sent=messages_sent,
-            bytes_received=bytes_received,
-            bytes_sent=bytes_sent,
-        )
+        return CloseRecord(**self.fields(duration, counts))

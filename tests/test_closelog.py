@@ -47,7 +47,7 @@ BASE = CloseRecord(
     ],
 )
 def test_levels(changes: dict[str, object], level: int) -> None:
-    assert level_for(dataclasses.replace(BASE, **changes)) == level  # type: ignore[arg-type]
+    assert level_for(dataclasses.replace(BASE, **changes).as_dict()) == level  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_a_forged_line_stays_inside_one_line() -> None:
         reason="bye\n\x1b[2KERROR fake",
         initiator="client",
     )
-    log_record(logger, forged)
+    log_record(logger, forged.as_dict())
     output = stream.getvalue()
     assert output.count("\n") == 1
     assert "\x1b" not in output
@@ -96,7 +96,7 @@ def test_fields_go_as_extra_with_strings_escaped() -> None:
     logger.propagate = False
     logger.setLevel(logging.INFO)
     logger.addHandler(Keep())
-    log_record(logger, dataclasses.replace(BASE, reason="a\nb"))
+    log_record(logger, dataclasses.replace(BASE, reason="a\nb").as_dict())
     [record] = seen
     for name, value in dataclasses.asdict(BASE).items():
         if name != "reason":
@@ -115,5 +115,5 @@ def test_nothing_is_formatted_when_the_level_is_off() -> None:
             calls.append("formatted")
             return True
 
-    log_record(logger, dataclasses.replace(BASE, path=Path("/ws")))
+    log_record(logger, dataclasses.replace(BASE, path=Path("/ws")).as_dict())
     assert calls == []

@@ -9,6 +9,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from middleware import CloseAlreadySent, InvalidCloseCode, InvalidCloseReason
 from middleware.connection import Connection, State
+from middleware.record import FIELD_NAMES
 
 
 def make(*, limit: int | None = 100, replace: bool = False) -> Connection:
@@ -206,3 +207,16 @@ def test_failed_closing_send_is_recorded_as_abnormal() -> None:
     conn.close_send_failed()
     record = conn.record(0)
     assert (record.code, record.initiator, record.exception) == (1006, "client", "RuntimeError")
+
+
+def test_the_fields_the_log_line_is_made_from_are_the_records_in_its_order() -> None:
+    """The log line is made from ``fields`` without building a CloseRecord; a hook gets the
+    record built from the same dict, so the two cannot drift apart."""
+    conn = opened()
+    conn.app_closes(close(4000, "bye"))
+    fields = conn.fields(0.5, (1, 2, 3, 4))
+    assert list(fields) == list(FIELD_NAMES)
+    record = conn.record(0.5, (1, 2, 3, 4))
+    assert record.as_dict() == fields
+    assert (record.messages_received, record.bytes_received) == (1, 2)
+    assert (record.messages_sent, record.bytes_sent) == (3, 4)
