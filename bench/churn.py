@@ -26,12 +26,16 @@ from . import common, servers
 from .common import Figure, Target, fmt, fmt_figure, paired_ratios
 
 WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
-#: closeguard-quiet (records not logged) is shown, not judged: it separates closeguard's own
-#: per-connection work from the cost of writing one log line per connection.
-VARIANTS = ("bare", "closeguard", "closeguard-quiet")
+#: Shown, not judged, to separate closeguard's own per-connection work from the cost of writing
+#: one log line per connection: "bare+log line" (the bare app writes a plain ``logger.info``
+#: line of the same length per connection to the same kind of file handler: the floor for any
+#: code that logs each connection) and "closeguard-quiet" (closeguard with its records off).
+VARIANTS = ("bare", "bare+log line", "closeguard", "closeguard-quiet")
 TARGET = 0.95
 QUICK_TARGET = 0.75  # a fraction of a second per sample on a shared CI machine: smoke only
 TIMEOUT = 120.0
+#: Cycles each fresh server runs before it is measured.
+WARM_UP_CYCLES = 40
 
 
 HANDSHAKE = (
@@ -84,25 +88,6 @@ async def one_round(server: servers.Server, workers: int, per_worker: int) -> tu
     return total / elapsed, cpu / total * 1e6
 
 
-async def measure(
-    running: list[servers.Server], rounds: int, workers: int, per_worker: int
-) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
-    rate: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], list[float]] = {}
-    by_key = {(s.ws, s.variant): s for s in running}
-    for server in running:  # warm-up
-        await one_round(server, 2, 20)
-    for round_number in range(rounds):
-        shift = round_number % len(VARIANTS)
-        order = VARIANTS[shift:] + VARIANTS[:shift]
-        for ws in WS_IMPLEMENTATIONS:
-            for variant in order:
-                per_second, cpu_us = await one_round(by_key[ws, variant], workers, per_worker)
-                rate.setdefault((ws, variant), []).append(per_second)
-                cpu.setdefault((ws, variant), []).append(cpu_us)
-    return rate, cpu
-
-
 def count_lines(path: str) -> int:
     with open(path, encoding="utf-8") as log:
         return sum(1 for _ in log)
@@ -120,13 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pinned = common.pin(common.CLIENT_CPU)
     with tempfile.TemporaryDirectory() as tmp:
         specs = [
-            (variant, ws, ["--log-file", f"{tmp}/{ws}-{variant}.log"])
+            (variant, ws, [] if variant == "bare" else ["--log-file", f"{tmp}/{ws}-{variant}.log"])
             for ws in WS_IMPLEMENTATIONS
             for variant in VARIANTS
-            if variant != "bare"
-        ] + [("bare", ws, []) for ws in WS_IMPLEMENTATIONS]
-        with servers.running(specs) as running:
-            rate, cpu = asyncio.run(measure(running, rounds, workers, per_worker))
+        ]
+        rate, cpu = asyncio.run(
+            servers.interleaved_rounds(
+                specs,
+                rounds,
+                warm_up=lambda server: one_round(server, 2, WARM_UP_CYCLES // 2),
+                sample=lambda server: one_round(server, workers, per_worker),
+            )
+        )
         logged = {ws: count_lines(f"{tmp}/{ws}-closeguard.log") for ws in WS_IMPLEMENTATIONS}
     limit = QUICK_TARGET if args.quick else TARGET
     rows = []
@@ -141,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     variant,
                     fmt_figure(Figure(rate[ws, variant])),
                     fmt(paired_ratios(rate[ws, variant], rate[ws, "bare"]).median),
+                    fmt(paired_ratios(rate[ws, variant], rate[ws, "bare+log line"]).median),
                     fmt_figure(Figure(cpu[ws, variant])),
                     fmt(paired_ratios(cpu[ws, variant], cpu[ws, "bare"]).median),
                     f"{busy.median * 100:.0f}%",
@@ -152,11 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{rounds} interleaved rounds; per sample {workers} concurrent clients x {per_worker} "
         f"connect/accept/close cycles, no compression; closeguard logged "
         + ", ".join(f"{n} records ({ws})" for ws, n in logged.items())
-        + f" for {rounds * workers * per_worker + 40} connections; server and client "
+        + f" for {rounds * (workers * per_worker + WARM_UP_CYCLES)} connections (warm-up "
+        f"included), each round on freshly started servers; server and client "
         f"{'pinned to separate cores' if pinned else 'NOT pinned'}"
         f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
     )
-    header = ["--ws", "variant", "cycles/s", "x bare", "server CPU µs/cycle", "x bare"]
+    header = ["--ws", "variant", "cycles/s", "x bare", "x bare+log line"]
+    header += ["server CPU µs/cycle", "x bare"]
     header.append("server busy")
     sections = [settings, common.table(header, rows)]
     return common.finish("Connection churn (uvicorn)", sections, targets)

@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -39,7 +39,7 @@ PACKAGES = (
 )
 
 
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def echo_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     """A raw ASGI echo app: the least work an app can do per message, so overhead shows."""
     if scope["type"] == "http":
         await http_404(send)

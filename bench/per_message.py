@@ -7,6 +7,8 @@ nothing else. Variants, measured in interleaved rounds in one process:
 * ``bare``: the echo app alone;
 * ``no-op wrapper``: a pure ASGI pass-through that wraps ``receive`` and ``send``, the floor
   for any middleware that sees every message;
+* ``required work only``: a reference, not a product: the size check and the four counters
+  closeguard's record needs, and nothing else (what that work costs by itself in CPython);
 * ``closeguard``: defaults, logging at INFO into a handler that discards (it logs once per
   connection, so the per-connection cost is reported separately);
 * ``opentelemetry``: ``OpenTelemetryMiddleware`` with the SDK ``TracerProvider``, spans to an
@@ -29,13 +31,13 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from . import common
 from .common import PAYLOADS, Figure, Target, echo_app, fmt, fmt_figure, paired_ratios
 
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 App = Callable[[Scope, Any, Any], Any]
 
 TARGET_VS_NOOP = 1.25
@@ -64,6 +66,54 @@ class PassThrough:
             await send(message)
 
         await self.app(scope, wrapped_receive, wrapped_send)
+
+
+class RequiredWorkOnly:
+    """The least per-message work closeguard's job asks for, and nothing else: the inbound size
+    check and the four counters its record must hold, with ``send`` a plain function as in
+    closeguard. No close checks, no state, no record: a reference for what the required work
+    costs in CPython by itself, shown next to closeguard, not judged."""
+
+    def __init__(self, app: App, limit: int = 1_048_576) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        text_limit = limit // 4
+        received = received_bytes = sent = sent_bytes = 0
+
+        async def counted_receive() -> Any:
+            nonlocal received, received_bytes
+            message = await receive()
+            text = message.get("text")
+            if text is not None:
+                size = len(text)
+                if size > text_limit and len(text.encode()) > limit:
+                    raise ValueError("too big")
+            else:
+                data = message.get("bytes")
+                if data is None:
+                    return message
+                size = len(data)
+                if size > limit:
+                    raise ValueError("too big")
+            received += 1
+            received_bytes += size
+            return message
+
+        def counted_send(message: Any) -> Any:
+            nonlocal sent, sent_bytes
+            if message["type"] == "websocket.send":
+                text = message.get("text")
+                sent += 1
+                sent_bytes += len(text) if text is not None else len(message.get("bytes") or b"")
+            return send(message)
+
+        await self.app(scope, counted_receive, counted_send)
 
 
 class Discard(logging.Handler):
@@ -98,7 +148,8 @@ def opentelemetry_app() -> App:
 
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(DropSpans()))
-    return OpenTelemetryMiddleware(echo_app, tracer_provider=provider)  # type: ignore[no-any-return]
+    app: App = OpenTelemetryMiddleware(echo_app, tracer_provider=provider)
+    return app
 
 
 def sentry_app() -> App:
@@ -117,12 +168,14 @@ def sentry_app() -> App:
         default_integrations=False,  # no global patches (logging!) that would tax the others
         auto_enabling_integrations=False,
     )
-    return SentryAsgiMiddleware(echo_app)  # type: ignore[no-any-return]
+    app: App = SentryAsgiMiddleware(echo_app)
+    return app
 
 
 VARIANTS: dict[str, Callable[[], App]] = {
     "bare": lambda: echo_app,
     "no-op wrapper": lambda: PassThrough(echo_app),
+    "required work only": lambda: RequiredWorkOnly(echo_app),
     "closeguard": closeguard_app,
     "opentelemetry": opentelemetry_app,
     "sentry": sentry_app,

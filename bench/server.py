@@ -1,6 +1,6 @@
 """A uvicorn server for the end-to-end benchmarks, run in its own process pinned to one core.
 
-``python -m bench.server --variant bare|closeguard --ws websockets-sansio|wsproto`` binds
+``python -m bench.server --variant bare|closeguard|... --ws websockets-sansio|wsproto`` binds
 127.0.0.1 on an ephemeral port, prints ``PORT <n>`` and serves the echo app until killed.
 The closeguard variant logs its records at INFO to ``--log-file`` (the default handler a user
 would configure). ``GET /stats`` answers with the process's traced Python memory (with
@@ -17,8 +17,8 @@ import logging
 import os
 import resource
 import socket
-import sys
 import tracemalloc
+from collections.abc import MutableMapping
 from typing import Any
 
 import uvicorn
@@ -57,16 +57,52 @@ async def stats(send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def bench_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def bench_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http" and scope["path"] == "/stats":
         await stats(send)
         return
     await common.echo_app(scope, receive, send)
 
 
+def file_handler(log_file: str) -> logging.Handler:
+    """The handler a deployed service would give a logger: a file, one formatted line each."""
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    return handler
+
+
+def logged_app(log_file: str | None) -> Any:
+    """The bare app plus one plain ``logger.info`` line per WebSocket connection, of the length
+    of closeguard's: what writing a line per connection costs by itself, whoever writes it."""
+    logger = logging.getLogger("bench.line")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if log_file:
+        logger.addHandler(file_handler(log_file))
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await bench_app(scope, receive, send)
+        if scope["type"] == "websocket":
+            logger.info(
+                "websocket %s closed: code=%s reason=%s initiator=%s%s",
+                scope["path"],
+                1000,
+                "''",
+                "client",
+                " duration=0.001s received=0/0B sent=0/0B id=0123456789abcdef0123456789abcdef",
+            )
+
+    return app
+
+
+VARIANTS = ("bare", "bare+log line", "closeguard", "closeguard-quiet")
+
+
 def build_app(variant: str, log_file: str | None) -> Any:
     if variant == "bare":
         return bench_app
+    if variant == "bare+log line":
+        return logged_app(log_file)
     from middleware import LOGGER_NAME, WebSocketCloseMiddleware
 
     logger = logging.getLogger(LOGGER_NAME)
@@ -75,17 +111,13 @@ def build_app(variant: str, log_file: str | None) -> Any:
     logger.setLevel(logging.WARNING if variant == "closeguard-quiet" else logging.INFO)
     logger.propagate = False
     if log_file:
-        handler = logging.FileHandler(log_file)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
+        logger.addHandler(file_handler(log_file))
     return WebSocketCloseMiddleware(bench_app)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--variant", choices=["bare", "closeguard", "closeguard-quiet"], required=True
-    )
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--tracemalloc", action="store_true")
@@ -116,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,31 +44,36 @@ class Server:
         return data
 
 
-def start(variant: str, ws: str, extra: Sequence[str] = (), timeout: float = 20.0) -> Server:
+def launch(variant: str, ws: str, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "bench.server", "--variant", variant, "--ws", ws, *extra]
     if common.can_pin():
         command += ["--cpu", str(common.core(common.SERVER_CPU))]
-    process = subprocess.Popen(
+    # One hash seed for every server: string hashes set dict layouts, and with them a few
+    # per cent of speed that would otherwise differ from process to process, not by variant.
+    return subprocess.Popen(
         command,
         cwd=REPO,
         stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
+
+
+def ready(process: subprocess.Popen[bytes], variant: str, ws: str, timeout: float = 20.0) -> Server:
+    """Wait for the server's ``PORT <n>`` line."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = b""
     while not line.endswith(b"\n"):
         remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
-        if not ready:
+        readable, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
+        if not readable:
             process.kill()
             raise RuntimeError(f"bench server {variant}/{ws} did not start in {timeout}s")
         chunk = os.read(process.stdout.fileno(), 1)
         if not chunk:
             raise RuntimeError(f"bench server {variant}/{ws} exited: {process.wait()}")
         line += chunk
-    port = int(line.split()[1])
-    time.sleep(0.3)  # uvicorn's startup after the socket is bound
-    return Server(variant, ws, process, port)
+    return Server(variant, ws, process, int(line.split()[1]))
 
 
 def stop(server: Server) -> None:
@@ -82,12 +87,53 @@ def stop(server: Server) -> None:
 
 @contextlib.contextmanager
 def running(specs: Sequence[tuple[str, str, Sequence[str]]]) -> Iterator[list[Server]]:
-    """Servers for each (variant, ws, extra arguments), stopped however the block ends."""
+    """Servers for each (variant, ws, extra arguments), started side by side and stopped
+    however the block ends."""
+    launched: list[tuple[subprocess.Popen[bytes], str, str]] = []
     started: list[Server] = []
     try:
         for variant, ws, extra in specs:
-            started.append(start(variant, ws, extra))
+            launched.append((launch(variant, ws, extra), variant, ws))
+        for process, variant, ws in launched:
+            started.append(ready(process, variant, ws))
+        time.sleep(0.3)  # uvicorn's startup after the socket is bound
         yield started
     finally:
-        for server in started:
-            stop(server)
+        for process, variant, ws in launched:
+            stop(Server(variant, ws, process, 0))
+
+
+#: One sample of a server: (per second, server CPU microseconds per unit).
+Sample = Callable[[Server], Awaitable[tuple[float, float]]]
+Samples = dict[tuple[str, str], list[float]]
+
+
+async def interleaved_rounds(
+    specs: Sequence[tuple[str, str, Sequence[str]]],
+    rounds: int,
+    warm_up: Sample,
+    sample: Sample,
+) -> tuple[Samples, Samples]:
+    """Rates and CPU per unit by (ws, variant): one sample of each server per round.
+
+    Every round starts its servers afresh: two processes of the same code differ by up to
+    10% in speed (measured: four bare servers side by side, 350-384 µs per churn cycle), so
+    a server kept for the whole run would lend its variant its own luck. The order of the
+    variants rotates from round to round.
+    """
+    rate: Samples = {}
+    cpu: Samples = {}
+    variants = list(dict.fromkeys(variant for variant, _, _ in specs))
+    for round_number in range(rounds):
+        shift = round_number % len(variants)
+        order = variants[shift:] + variants[:shift]
+        with running(specs) as started:
+            by_key = {(server.ws, server.variant): server for server in started}
+            for server in started:
+                await warm_up(server)
+            for ws in dict.fromkeys(ws for _, ws, _ in specs):
+                for variant in order:
+                    per_second, cpu_us = await sample(by_key[ws, variant])
+                    rate.setdefault((ws, variant), []).append(per_second)
+                    cpu.setdefault((ws, variant), []).append(cpu_us)
+    return rate, cpu

@@ -70,26 +70,6 @@ async def one_round(
     return total / elapsed, cpu / total * 1e6
 
 
-async def measure(
-    running: list[servers.Server], rounds: int, connections: int, messages: int, window: int
-) -> tuple[dict[tuple[str, str], list[float]], dict[tuple[str, str], list[float]]]:
-    rate: dict[tuple[str, str], list[float]] = {}
-    cpu: dict[tuple[str, str], list[float]] = {}
-    by_key = {(s.ws, s.variant): s for s in running}
-    for server in running:  # warm-up
-        await one_round(server, 1, 200, window)
-    for round_number in range(rounds):
-        order = VARIANTS if round_number % 2 == 0 else VARIANTS[::-1]
-        for ws in WS_IMPLEMENTATIONS:
-            for variant in order:
-                per_second, cpu_us = await one_round(
-                    by_key[ws, variant], connections, messages, window
-                )
-                rate.setdefault((ws, variant), []).append(per_second)
-                cpu.setdefault((ws, variant), []).append(cpu_us)
-    return rate, cpu
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     common.add_common_arguments(parser)
@@ -106,8 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             for ws in WS_IMPLEMENTATIONS
             for variant in VARIANTS
         ]
-        with servers.running(specs) as running:
-            rate, cpu = asyncio.run(measure(running, rounds, connections, messages, window))
+        rate, cpu = asyncio.run(
+            servers.interleaved_rounds(
+                specs,
+                rounds,
+                warm_up=lambda server: one_round(server, 1, 200, window),
+                sample=lambda server: one_round(server, connections, messages, window),
+            )
+        )
     limit = QUICK_TARGET if args.quick else TARGET
     rows = []
     targets = []
@@ -131,8 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
         targets.append(Target(f"throughput {ws}: closeguard / bare", ratio.median, limit, "min"))
     settings = (
-        f"{rounds} interleaved rounds; per sample {connections} connections x {messages} "
-        f"messages (window {window}, payloads cycling through {', '.join(PAYLOADS)}), no "
+        f"{rounds} interleaved rounds, each on freshly started servers; per sample "
+        f"{connections} connections x {messages} messages (window {window}, payloads "
+        f"cycling through {', '.join(PAYLOADS)}), no "
         f"compression; server and client {'pinned to separate cores' if pinned else 'NOT pinned'}"
         f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
     )

@@ -94,11 +94,11 @@ def test_a_code_that_is_not_an_int_is_rejected(code: object) -> None:
 
 
 def test_close_code_names_follow_the_rfc_and_iana() -> None:
-    assert CloseCode.NORMAL_CLOSURE == 1000
-    assert CloseCode.INTERNAL_ERROR == 1011
-    assert CloseCode.SERVICE_RESTART == 1012
-    assert CloseCode.BAD_GATEWAY == 1014
-    assert CloseCode.TLS_HANDSHAKE == 1015
+    assert CloseCode.NORMAL_CLOSURE.value == 1000
+    assert CloseCode.INTERNAL_ERROR.value == 1011
+    assert CloseCode.SERVICE_RESTART.value == 1012
+    assert CloseCode.BAD_GATEWAY.value == 1014
+    assert CloseCode.TLS_HANDSHAKE.value == 1015
     assert sorted(CloseCode) == [*range(1000, 1004), *range(1005, 1016)]
 
 

@@ -144,7 +144,7 @@ async def run_load(port: int, count: int) -> tuple[list[tuple[str, Wire]], float
 
 
 def check_client_side(results: list[tuple[str, Wire]]) -> None:
-    wrong = []
+    wrong: list[tuple[object, ...]] = []
     for scenario, wire in results:
         expected = EXPECTED_CLOSE[scenario]
         if expected is None:

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -150,12 +150,11 @@ def app_scripts(draw: st.DrawFn, *, wire: bool = False) -> AppScript:
     if draw(st.booleans()):
         first.append(Receive_())
     if wire:
-        first.append(
-            draw(
-                st.sampled_from([Accept(), Accept(), Accept(), Raise(), Return(), Deny(404)])
-                | st.builds(Close, close_codes, close_reasons)
-            )
+        handshake = st.one_of(
+            st.sampled_from([Accept(), Accept(), Accept(), Raise(), Return(), Deny(404)]),
+            st.builds(Close, close_codes, close_reasons),
         )
+        first.append(cast(AppStep, draw(handshake)))
     elif draw(st.integers(0, 3)):
         first.append(Accept())
     rest = draw(st.lists(after_accept_steps, max_size=8))

@@ -21,7 +21,7 @@ def test_wraps_any_asgi_app_directly() -> None:
     async def app(scope: object, receive: object, send: object) -> None:
         pass
 
-    guarded = middleware.WebSocketCloseMiddleware(app)  # type: ignore[arg-type]
+    guarded = middleware.WebSocketCloseMiddleware(app)
     assert guarded.app is app
 
 
