@@ -63,6 +63,16 @@ def qualified_name(exc: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
+def client_text(client: object) -> str | None:
+    """``host:port`` (``[host]:port`` for IPv6) from the scope's ``client`` pair; text as is."""
+    if isinstance(client, str):
+        return client or None
+    if not isinstance(client, (tuple, list)) or len(client) < 2:
+        return None
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def close_message(code: int, reason: str) -> dict[str, Any]:
     # A plain int, not a CloseCode: daphne's WebSocket library rejects anything whose type is
     # not exactly int, and the ASGI spec says int.
@@ -95,12 +105,14 @@ class Connection:
         *,
         connection_id: str,
         path: str,
-        client: str | None,
+        client: object,
         max_message_size: int | None,
         replace_invalid: bool,
     ) -> None:
         self.connection_id = connection_id
         self.path = path
+        #: The scope's (host, port), or text: made text only for the record, as the scope
+        #: keeps the pair alive anyway and a string per idle connection is memory.
         self.client = client
         self.max_message_size = max_message_size
         self.replace_invalid = replace_invalid
@@ -282,7 +294,7 @@ class Connection:
         return {
             "connection_id": self.connection_id,
             "path": self.path,
-            "client": self.client,
+            "client": client_text(self.client),
             "accepted": self.accepted,
             "code": self.code,
             "reason": self.reason,

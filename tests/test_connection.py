@@ -220,3 +220,24 @@ def test_the_fields_the_log_line_is_made_from_are_the_records_in_its_order() -> 
     assert record.as_dict() == fields
     assert (record.messages_received, record.bytes_received) == (1, 2)
     assert (record.messages_sent, record.bytes_sent) == (3, 4)
+
+
+@pytest.mark.parametrize(
+    ("client", "shown"),
+    [
+        (("127.0.0.1", 5000), "127.0.0.1:5000"),
+        (["::1", 443], "[::1]:443"),  # ASGI allows any two-item iterable; servers give these
+        (None, None),
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        (("unix-socket",), None),
+    ],
+)
+def test_the_client_is_made_text_for_the_record(client: object, shown: str | None) -> None:
+    conn = Connection(
+        connection_id="c1",
+        path="/ws",
+        client=client,
+        max_message_size=None,
+        replace_invalid=False,
+    )
+    assert conn.fields(0, (0, 0, 0, 0))["client"] == shown
