@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 
 from . import common, servers
-from .common import Figure, Target, fmt, fmt_figure, paired_ratios
+from .common import Target, paired_ratios
 
 WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
 #: Shown, not judged, to separate closeguard's own per-connection work from the cost of writing
@@ -126,20 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = []
     for ws in WS_IMPLEMENTATIONS:
         for variant in VARIANTS:
-            pairs = zip(rate[ws, variant], cpu[ws, variant], strict=True)
-            busy = Figure([per_second * us / 1e6 for per_second, us in pairs])
-            rows.append(
-                [
-                    ws,
-                    variant,
-                    fmt_figure(Figure(rate[ws, variant])),
-                    fmt(paired_ratios(rate[ws, variant], rate[ws, "bare"]).median),
-                    fmt(paired_ratios(rate[ws, variant], rate[ws, "bare+log line"]).median),
-                    fmt_figure(Figure(cpu[ws, variant])),
-                    fmt(paired_ratios(cpu[ws, variant], cpu[ws, "bare"]).median),
-                    f"{busy.median * 100:.0f}%",
-                ]
-            )
+            rows.append(servers.table_row(rate, cpu, ws, variant, ("bare", "bare+log line")))
         ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
         targets.append(Target(f"churn {ws}: closeguard / bare", ratio.median, limit, "min"))
     settings = (

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import common
+from .common import Figure, fmt, fmt_figure, paired_ratios
 
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -137,3 +138,24 @@ async def interleaved_rounds(
                     rate.setdefault((ws, variant), []).append(per_second)
                     cpu.setdefault((ws, variant), []).append(cpu_us)
     return rate, cpu
+
+
+def table_row(
+    rate: Samples, cpu: Samples, ws: str, variant: str, against: Sequence[str]
+) -> list[str]:
+    """One row of an end-to-end table: the rate, its paired ratio to each variant in
+    ``against`` (the first is the baseline), the server CPU per unit and its ratio to the
+    baseline, and how busy the server was (rate x CPU per unit: near 100% it set the pace)."""
+    key = (ws, variant)
+    busy = Figure(
+        [per_second * us / 1e6 for per_second, us in zip(rate[key], cpu[key], strict=True)]
+    )
+    return [
+        ws,
+        variant,
+        fmt_figure(Figure(rate[key])),
+        *(fmt(paired_ratios(rate[key], rate[ws, other]).median) for other in against),
+        fmt_figure(Figure(cpu[key])),
+        fmt(paired_ratios(cpu[key], cpu[ws, against[0]]).median),
+        f"{busy.median * 100:.0f}%",
+    ]

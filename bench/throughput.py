@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from websockets.asyncio.client import ClientConnection, connect
 
 from . import common, servers
-from .common import PAYLOADS, Figure, Target, fmt, fmt_figure, paired_ratios
+from .common import PAYLOADS, Target, paired_ratios
 
 WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
 VARIANTS = ("bare", "closeguard")
@@ -99,21 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = []
     for ws in WS_IMPLEMENTATIONS:
         for variant in VARIANTS:
-            ratio = paired_ratios(rate[ws, variant], rate[ws, "bare"])
-            cpu_ratio = paired_ratios(cpu[ws, variant], cpu[ws, "bare"])
-            pairs = zip(rate[ws, variant], cpu[ws, variant], strict=True)
-            busy = Figure([per_second * us / 1e6 for per_second, us in pairs])
-            rows.append(
-                [
-                    ws,
-                    variant,
-                    fmt_figure(Figure(rate[ws, variant])),
-                    fmt(ratio.median),
-                    fmt_figure(Figure(cpu[ws, variant])),
-                    fmt(cpu_ratio.median),
-                    f"{busy.median * 100:.0f}%",
-                ]
-            )
+            rows.append(servers.table_row(rate, cpu, ws, variant, ("bare",)))
         ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
         targets.append(Target(f"throughput {ws}: closeguard / bare", ratio.median, limit, "min"))
     settings = (
