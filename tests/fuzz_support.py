@@ -1,12 +1,10 @@
 """Machinery for the property, load and hostile-input tests.
 
-Three pieces, each small enough to trust by reading:
+Two pieces, each small enough to trust by reading (the in-process server that plays the
+client scripts is :class:`tests.fake_server.FakeServer`):
 
 * scripts: an app's and a client's behaviour as plain data, so hypothesis can generate,
   shrink and print them;
-* :class:`FakeServer`: what a conforming ASGI server does with one WebSocket connection
-  (ASGI spec 2.4, modelled on uvicorn), recording every frame it would put on the wire and
-  refusing what a server must refuse, so closeguard can be run without a network;
 * :class:`RawClient`: a hand-made RFC 6455 client over asyncio streams that sends exactly the
   bytes it is told to (invalid UTF-8, any close code, an abrupt TCP drop) and keeps every
   frame the server sent, which the ``websockets`` client cannot do.
@@ -21,14 +19,11 @@ import logging
 import os
 import socket
 import struct
-from collections import deque
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
-
-from middleware import MAX_REASON_BYTES, classify
+from starlette.types import Receive, Scope, Send
 
 # --- Scripts ---------------------------------------------------------------------------------
 
@@ -127,6 +122,16 @@ class ClientEvent:
     action: ClientAction
 
 
+def oversize_message(kind: str, limit: int) -> dict[str, Any]:
+    """A message one byte (or more) over ``limit``, in the shape ``kind`` names."""
+    if kind == "bytes":
+        return {"type": "websocket.receive", "bytes": b"o" * (limit + 1)}
+    if kind == "ascii":
+        return {"type": "websocket.receive", "text": "o" * (limit + 1)}
+    # Few enough characters to pass a character count, too many bytes once encoded.
+    return {"type": "websocket.receive", "text": "é" * (limit // 2 + 1)}
+
+
 class AppError(Exception):
     """The app's own failure; its message holds a secret that must never reach the wire."""
 
@@ -167,221 +172,6 @@ async def _play(step: AppStep, receive: Receive, send: Send) -> None:
     elif isinstance(step, Deny):
         await send({"type": "websocket.http.response.start", "status": step.status, "headers": []})
         await send({"type": "websocket.http.response.body", "body": b"no"})
-
-
-# --- The fake server -------------------------------------------------------------------------
-
-
-class ClientGone(OSError):
-    """What a server raises from ``send`` once the peer is gone (ASGI spec 2.4)."""
-
-
-class ServerRefused(RuntimeError):
-    """What a server raises for a message it must not act on (uvicorn raises RuntimeError)."""
-
-
-@dataclass(frozen=True)
-class WireFrame:
-    kind: str  # "accept", "http", "text", "bytes", "close"
-    origin: str  # "app": the app's own message object; "middleware": one closeguard made;
-    # "server": the server's own frame (its echo of a client's close, or a protocol failure)
-    code: int | None = None
-    reason: str = ""
-    size: int = 0
-    status: int | None = None
-
-
-@dataclass
-class Refusal:
-    message_type: str
-    origin: str
-    phase: str
-
-
-@dataclass
-class FakeServer:
-    """One WebSocket connection as a conforming server handles it, without any I/O.
-
-    Client events arrive between the app's calls, as a network would deliver them. Nothing
-    here ever blocks: a receive with nothing to deliver means the client acts next, or, with
-    nothing left to do, drops the connection (as a real client times out).
-    """
-
-    client: list[ClientEvent]
-    limit: int
-    #: What uvicorn reports for a TCP drop: 1006 (legacy websockets) or 1005 (the others).
-    drop_code: int = 1006
-    phase: str = "handshake"  # handshake, open, close_sent, refused, peer_gone
-    wire: list[WireFrame] = field(default_factory=list)
-    refusals: list[Refusal] = field(default_factory=list)
-    #: Disconnect codes the server reported to the app (any of them may end the record).
-    reported: list[int] = field(default_factory=list)
-    peer_left: bool = False
-    calls: int = 0
-    #: The app's own message objects, kept alive so that identity tells them apart.
-    app_messages: list[Message] = field(default_factory=list)
-    inbox: deque[dict[str, Any]] = field(default_factory=deque)
-
-    def __post_init__(self) -> None:
-        self.pending = deque(sorted(self.client, key=lambda event: event.after))
-        self.inbox.append({"type": "websocket.connect"})
-
-    # The client's side
-
-    def _tick(self) -> None:
-        self.calls += 1
-        while self.pending and self.pending[0].after <= self.calls:
-            action = self.pending[0].action
-            if self.phase == "handshake" and not isinstance(action, ClientDrop):
-                return  # no frame can come before the handshake completes
-            self.pending.popleft()
-            self._arrive(action)
-
-    def _disconnect(self, code: int, reason: str = "") -> None:
-        self.reported.append(code)
-        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
-
-    def _arrive(self, action: ClientAction) -> None:
-        if isinstance(action, ClientDrop):
-            self.peer_left = True
-            if self.phase in ("handshake", "open"):
-                self.phase = "peer_gone"
-                self._disconnect(self.drop_code)
-            return
-        if self.phase != "open":
-            return  # after the server's close, data is discarded and a close ends the handshake
-        if isinstance(action, ClientText):
-            self.inbox.append({"type": "websocket.receive", "text": action.text})
-        elif isinstance(action, ClientBytes):
-            self.inbox.append({"type": "websocket.receive", "bytes": b"c" * action.size})
-        elif isinstance(action, ClientOversize):
-            self.inbox.append(oversize_message(action.kind, self.limit))
-        elif isinstance(action, ClientClose):
-            self.peer_left = True
-            self.phase = "peer_gone"
-            self._client_close(action)
-
-    def _client_close(self, action: ClientClose) -> None:
-        if action.code is None:
-            self.wire.append(WireFrame("close", "server", None, ""))
-            self._disconnect(1005)
-            return
-        if not classify(action.code).may_be_sent or len(action.reason) > MAX_REASON_BYTES:
-            self.wire.append(WireFrame("close", "server", 1002, ""))
-            self._disconnect(1002)
-            return
-        try:
-            reason = action.reason.decode("utf-8")
-        except UnicodeDecodeError:
-            self.wire.append(WireFrame("close", "server", 1007, ""))
-            self._disconnect(1007)
-            return
-        self.wire.append(WireFrame("close", "server", action.code, reason))
-        self._disconnect(action.code, reason)
-
-    # The app's side (through closeguard)
-
-    async def receive(self) -> Message:
-        self._tick()
-        for _ in range(len(self.pending) + 2):
-            if self.inbox:
-                return self.inbox.popleft()
-            if self.phase == "handshake" or not self.pending:
-                self._arrive(ClientDrop())
-            else:
-                self._arrive(self.pending.popleft().action)
-            if not self.inbox:
-                # Over already, and the one disconnect was delivered: a server that does not
-                # hang reports the end again.
-                self._disconnect(self.drop_code)
-        raise AssertionError("unreachable: every pass adds to the inbox or consumes an event")
-
-    async def send(self, message: Message) -> None:
-        self._tick()
-        origin = "app" if any(message is mine for mine in self.app_messages) else "middleware"
-        kind = message["type"]
-        if self.phase == "peer_gone":
-            raise ClientGone("the client is gone")
-        if self.phase == "handshake":
-            if kind == "websocket.accept":
-                self.phase = "open"
-                self.wire.append(WireFrame("accept", origin))
-                return
-            if kind == "websocket.close":
-                self._refuse_handshake(403, origin)
-                return
-            if kind == "websocket.http.response.start":
-                self._refuse_handshake(int(message["status"]), origin)
-                return
-        elif self.phase == "open":
-            if kind == "websocket.send":
-                text = message.get("text")
-                if text is not None:
-                    self.wire.append(WireFrame("text", origin, size=len(text)))
-                else:
-                    self.wire.append(WireFrame("bytes", origin, size=len(message["bytes"])))
-                return
-            if kind == "websocket.close":
-                code = message.get("code", 1000)
-                reason = message.get("reason") or ""
-                self.wire.append(WireFrame("close", origin, code, reason))
-                self.phase = "close_sent"
-                # uvicorn tells the app its own close as the disconnect it will receive.
-                self._disconnect(code, reason)
-                return
-        elif self.phase == "refused" and kind == "websocket.http.response.body":
-            return
-        self.refusals.append(Refusal(kind, origin, self.phase))
-        raise ServerRefused(f"unexpected {kind!r} in phase {self.phase}")
-
-    def _refuse_handshake(self, status: int, origin: str) -> None:
-        self.phase = "refused"
-        self.wire.append(WireFrame("http", origin, status=status))
-        self.inbox.append({"type": "websocket.disconnect", "code": 1006})
-
-    def app_send(self, send: Send) -> Send:
-        """Wrap the app's ``send`` so the server can tell the app's messages from closeguard's."""
-
-        async def tagged(message: Message) -> None:
-            self.app_messages.append(message)
-            await send(message)
-
-        return tagged
-
-
-def oversize_message(kind: str, limit: int) -> dict[str, Any]:
-    """A message one byte (or more) over ``limit``, in the shape ``kind`` names."""
-    if kind == "bytes":
-        return {"type": "websocket.receive", "bytes": b"o" * (limit + 1)}
-    if kind == "ascii":
-        return {"type": "websocket.receive", "text": "o" * (limit + 1)}
-    # Few enough characters to pass a character count, too many bytes once encoded.
-    return {"type": "websocket.receive", "text": "é" * (limit // 2 + 1)}
-
-
-def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine that never waits on anything (the fake server never blocks)."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coro.close()
-    raise AssertionError("the connection blocked on something other than the fake server")
-
-
-def websocket_scope(path: str = "/ws") -> Scope:
-    return {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}},
-    }
 
 
 # --- The raw client --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The middleware at the ASGI boundary, in process: tiny raw apps and Starlette apps.
 
-A scripted fake server feeds ``receive`` and keeps what reaches ``send``; this is the fast
-layer. What a real client sees is in test_wire.py.
+The fake server (:mod:`tests.fake_server`) plays a scripted client and keeps every frame
+closeguard puts on its wire; this is the fast layer. What a real client sees is in test_wire.py.
 """
 
 from __future__ import annotations
@@ -27,47 +27,13 @@ from middleware import (
     WebSocketCloseMiddleware,
     connection_id,
 )
-
-CONNECT = {"type": "websocket.connect"}
-
-
-def scope(path: str = "/ws") -> dict[str, Any]:
-    return {
-        "type": "websocket",
-        "path": path,
-        "query_string": b"token=secret",
-        "headers": [],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "scheme": "ws",
-        "root_path": "",
-        "subprotocols": [],
-        "extensions": {"websocket.http.response": {}},
-    }
+from tests.fake_server import FakeServer, websocket_scope
+from tests.fuzz_support import ClientBytes, ClientClose, ClientDrop, ClientEvent, ClientText
 
 
-class FakeServer:
-    """Plays the server: hands out ``inbound`` in order, then waits; keeps all that is sent."""
-
-    def __init__(self, *inbound: Message, send_error: type[BaseException] | None = None) -> None:
-        self.inbound = [CONNECT, *inbound]
-        self.sent: list[Message] = []
-        self.send_error = send_error
-
-    async def receive(self) -> Message:
-        if self.inbound:
-            return self.inbound.pop(0)
-        await asyncio.sleep(3600)  # a quiet client; the test's timeout ends it
-        raise AssertionError("unreachable")
-
-    async def send(self, message: Message) -> None:
-        if self.send_error is not None and message["type"] != "websocket.accept":
-            raise self.send_error()
-        self.sent.append(message)
-
-    @property
-    def closes(self) -> list[tuple[int, str]]:
-        return [(m["code"], m["reason"]) for m in self.sent if m["type"] == "websocket.close"]
+def scope(path: str = "/ws") -> Scope:
+    # A query string with a secret in it: it must never reach the log.
+    return websocket_scope(path, query_string=b"token=secret")
 
 
 async def run(
@@ -208,7 +174,7 @@ async def test_send_after_close_raises_and_reaches_nobody() -> None:
     records, escaped = await run(app, server)
     assert isinstance(escaped, CloseAlreadySent)
     assert isinstance(escaped, RuntimeError)
-    assert [m["type"] for m in server.sent] == ["websocket.accept", "websocket.close"]
+    assert [frame.kind for frame in server.wire] == ["accept", "close"]
     assert (records[0].code, records[0].exception) == (
         1000,
         "middleware.connection.CloseAlreadySent",
@@ -241,13 +207,13 @@ async def test_exception_before_accept_sends_nothing() -> None:
     server = FakeServer()
     records, escaped = await run(raw(raises), server)
     assert isinstance(escaped, RuntimeError)
-    assert server.sent == []
+    assert server.wire == []
     assert (records[0].accepted, records[0].code) == (False, None)
 
 
 async def test_cancellation_sends_nothing_and_is_recorded() -> None:
     records: list[CloseRecord] = []
-    server = FakeServer()
+    server = FakeServer(idle="wait")  # a quiet client: the app's receive waits
     guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
     task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
     await asyncio.sleep(0.01)
@@ -259,7 +225,7 @@ async def test_cancellation_sends_nothing_and_is_recorded() -> None:
 
 
 async def test_transport_gone_while_sending_is_the_clients_end() -> None:
-    server = FakeServer(send_error=ConnectionResetError)
+    server = FakeServer([ClientEvent(3, ClientDrop())])  # gone just before the app's send
     records, escaped = await run(
         raw(ACCEPT, sends({"type": "websocket.send", "text": "x"})), server
     )
@@ -283,15 +249,13 @@ async def echo_until_disconnect(receive: Receive, send: Send) -> None:
     [("a" * 10, False), ("a" * 11, True), ("é" * 5, False), ("é" * 6, True), ("😀😀", False)],
 )
 async def test_the_limit_is_in_utf8_bytes(text: str, too_big: bool) -> None:
-    server = FakeServer(
-        {"type": "websocket.receive", "text": text}, {"type": "websocket.disconnect", "code": 1000}
-    )
+    server = FakeServer([ClientText(text), ClientClose(1000)])
     records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=10)
     if too_big:
         assert server.closes == [(1009, "message exceeds the limit of 10 bytes")]
         assert records[0].messages_received == 0
     else:
-        assert [m.get("text") for m in server.sent[1:]] == [text]
+        assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
         assert records[0].messages_received == 1
 
 
@@ -305,9 +269,7 @@ async def test_the_limit_is_in_utf8_bytes(text: str, too_big: bool) -> None:
     ],
 )
 async def test_text_near_the_limit_is_measured_in_utf8(text: str, too_big: bool) -> None:
-    server = FakeServer(
-        {"type": "websocket.receive", "text": text}, {"type": "websocket.disconnect", "code": 1000}
-    )
+    server = FakeServer([ClientText(text), ClientClose(1000)])
     records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=1000)
     if too_big:
         assert server.closes == [(1009, "message exceeds the limit of 1000 bytes")]
@@ -324,25 +286,22 @@ async def test_the_app_gets_a_1009_disconnect_and_never_the_message() -> None:
         got.append(await receive())
         got.append(await receive())  # asking again changes nothing
 
-    server = FakeServer(
-        {"type": "websocket.receive", "bytes": b"x" * 11},
-        {"type": "websocket.receive", "text": "after"},
-    )
+    server = FakeServer([ClientBytes(11), ClientText("after")])
     _records, _ = await run(raw(ACCEPT, collect), server, max_message_size=10)
     assert [m["type"] for m in got] == ["websocket.disconnect", "websocket.disconnect"]
     assert got[0]["code"] == 1009
-    assert server.inbound == [{"type": "websocket.receive", "text": "after"}]
+    assert server.unread == [ClientText("after")]
 
 
 async def test_a_callable_limit_is_asked_per_connection_and_none_turns_it_off() -> None:
     def limit(scope: Scope) -> int | None:
         return None if scope["path"] == "/free" else 4
 
-    big = {"type": "websocket.receive", "text": "x" * 1000}
-    free = FakeServer(big)
+    big = ClientText("x" * 1000)
+    free = FakeServer([big])
     await run(raw(ACCEPT, receives), free, path="/free", max_message_size=limit)
     assert free.closes == [(1000, "")]
-    capped = FakeServer(big)
+    capped = FakeServer([big])
     await run(raw(ACCEPT, receives), capped, path="/capped", max_message_size=limit)
     assert capped.closes == [(1009, "message exceeds the limit of 4 bytes")]
 
@@ -362,10 +321,7 @@ async def test_counts_and_connection_id() -> None:
             await send({"type": "websocket.send", "bytes": message["bytes"] * 2})
         await send({"type": "websocket.close", "code": 1000})
 
-    server = FakeServer(
-        {"type": "websocket.receive", "bytes": b"abc"},
-        {"type": "websocket.receive", "bytes": b"de"},
-    )
+    server = FakeServer([ClientBytes(3), ClientBytes(2)])
     records, _ = await run(app, server)
     record = records[0]
     assert (record.messages_received, record.bytes_received) == (2, 5)
@@ -387,7 +343,7 @@ async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 
 
 async def test_the_record_is_logged_once_with_its_fields(caplog: pytest.LogCaptureFixture) -> None:
-    server = FakeServer({"type": "websocket.disconnect", "code": 1001, "reason": "tab\nclosed"})
+    server = FakeServer([ClientClose(1001, b"tab\nclosed")])
     with caplog.at_level(logging.INFO, logger="closeguard"):
         await run(raw(ACCEPT, receives), server)
     [log] = [r for r in caplog.records if r.name == "closeguard"]
@@ -446,20 +402,14 @@ async def test_starlette_disconnect_exception_is_swallowed() -> None:
 
     app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
     app.add_middleware(WebSocketCloseMiddleware, on_close=records.append)
-    server = FakeServer({"type": "websocket.disconnect", "code": 1001})
+    server = FakeServer([ClientClose(1001)])
     await app(scope(), server.receive, server.send)  # no WebSocketDisconnect escapes
     assert server.closes == []
     assert (records[0].code, records[0].initiator, records[0].exception) == (1001, "client", None)
 
 
 async def test_send_before_accept_is_the_servers_business() -> None:
-    class Refusing(FakeServer):
-        async def send(self, message: Message) -> None:
-            if message["type"] == "websocket.send":
-                raise RuntimeError("Expected ASGI message 'websocket.accept'")
-            await super().send(message)
-
-    server = Refusing()
+    server = FakeServer()  # refuses a send before accept, as uvicorn does (RuntimeError)
     records, escaped = await run(raw(sends({"type": "websocket.send", "text": "x"})), server)
     assert isinstance(escaped, RuntimeError)
     assert not isinstance(escaped, CloseAlreadySent)
@@ -472,7 +422,7 @@ async def test_a_limit_callable_returning_nonsense_fails_the_handshake() -> None
     assert isinstance(escaped, ValueError)
     assert "max_message_size('/ws') returned -1" in str(escaped)
     assert "from 1 to" in str(escaped)
-    assert server.sent == []  # the server answers HTTP 500
+    assert server.wire == []  # the server answers HTTP 500
     [record] = records
     assert (record.accepted, record.code, record.exception) == (False, None, "ValueError")
 

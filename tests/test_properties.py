@@ -13,7 +13,7 @@ every pair:
   makes the server refuse a message closeguard itself produced;
 * the app's exception text never reaches the wire.
 
-Most examples run in process against :class:`tests.fuzz_support.FakeServer`; a smaller,
+Most examples run in process against :class:`tests.fake_server.FakeServer`; a smaller,
 derandomized sample runs under real uvicorn (each WebSocket implementation) with a raw client
 that keeps every frame the server sent.
 """
@@ -45,6 +45,7 @@ from middleware import (
     connection_id,
 )
 from tests.conftest import UVICORN_WS_IMPLEMENTATIONS, Records, serve
+from tests.fake_server import FakeServer, run_now, websocket_scope
 from tests.fuzz_support import (
     OMIT,
     OP_BINARY,
@@ -64,7 +65,6 @@ from tests.fuzz_support import (
     ClientText,
     Close,
     Deny,
-    FakeServer,
     Raise,
     RawClient,
     Receive_,
@@ -73,9 +73,7 @@ from tests.fuzz_support import (
     SendText,
     Wire,
     oversize_message,
-    run_now,
     run_script,
-    websocket_scope,
 )
 
 #: The in-process model runs thousands of examples in a few seconds; failures are real bugs,
