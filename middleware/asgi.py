@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeAlias
+import traceback
+from collections.abc import Callable
+from typing import Literal, TypeAlias
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .closelog import LOGGER_NAME, log_record
-from .connection import CLOSE_SENT_STATES, Connection, State
+from .connection import Connection, Counts, Ending, State, message_size
 from .record import CloseRecord
 
 __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -22,8 +22,6 @@ __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
 #: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
 OnClose: TypeAlias = Callable[[CloseRecord], None]
-#: Messages and bytes received, messages and bytes sent.
-Counts: TypeAlias = tuple[int, int, int, int]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
@@ -32,10 +30,10 @@ SCOPE_KEY = "closeguard.connection_id"
 #: naming it must still fit in 123 bytes.
 MAX_LIMIT = 2**62
 LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
-#: "No limit", as a number above MAX_LIMIT: one comparison per message, not a None check too.
-NO_LIMIT = sys.maxsize
 
-_OPEN = State.OPEN
+#: How long to wait, after a send found the peer gone, for the server to say how the
+#: connection ended. Every server measured has queued that report by the time send raises.
+SERVER_REPORT_WAIT = 1.0
 
 
 def connection_id(scope: Scope) -> str | None:
@@ -81,78 +79,112 @@ class WebSocketCloseMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        # ``receive`` and ``send`` are closures over locals of this one coroutine: a cell is
-        # the cheapest state to read and bump per message, and no second coroutine lives as
-        # long as the connection. Everything off the per-message path is ``guard``'s.
-        guard = _Guard(self, scope, receive, send)
-        conn = guard.conn
-        limit = text_limit = NO_LIMIT  # set in the try below: a failing limit is a failure
+        started = time.perf_counter()
+        conn = Connection(
+            connection_id=os.urandom(16).hex(),
+            path=scope.get("path", ""),
+            client=scope.get("client"),
+            max_message_size=None,
+            replace_invalid=self.replace_invalid,
+            reraise=self.reraise,
+        )
+        # The scope is this connection's own dict (ASGI); Starlette adds its keys to it too.
+        scope[SCOPE_KEY] = conn.connection_id
+        server = ServerCalls(conn, receive, send)
+        limit: int | None = None
         received = received_bytes = sent = sent_bytes = 0
+        #: Once a message was over the limit, the app hears only this disconnect.
+        too_big_disconnect: Message | None = None
 
         async def guarded_receive() -> Message:
-            nonlocal received, received_bytes, receive
-            while True:
+            nonlocal received, received_bytes, too_big_disconnect
+            while too_big_disconnect is None:
                 message = await receive()
-                text = message.get("text")
-                if text is not None:
-                    size = len(text)
-                    if size <= text_limit or not _text_too_big(text, size, limit):
-                        break
-                else:
-                    data = message.get("bytes")
-                    if data is None:  # not a data message
-                        if message["type"] == "websocket.disconnect":
-                            conn.server_disconnects(message)
-                        return message
-                    size = len(data)
-                    if size <= limit:
-                        break
-                # Over the limit: this message is never delivered.
-                receive = guard.disconnected
-                closing = await guard.too_big()
-                if closing is not None:
-                    return closing
-                # The app had closed first: read on, to the disconnect the server reports.
-            received += 1
-            received_bytes += size
-            return message
+                if message["type"] != "websocket.receive":
+                    if message["type"] == "websocket.disconnect":
+                        conn.server_disconnects(message)
+                    return message
+                size = message_size(message)
+                if limit is None or size <= limit:
+                    received += 1
+                    received_bytes += size
+                    return message
+                if conn.state is State.OPEN:  # never delivered: close 1009 instead
+                    close, too_big_disconnect = conn.message_too_big()
+                    await server.send_close(close)
+                # Otherwise the app closed first: read on, to the disconnect the server reports.
+            return too_big_disconnect
 
-        def guarded_send(message: Message) -> Awaitable[None]:
-            # A plain function handing back the server's own awaitable: data costs checks,
-            # not another coroutine. Everything else goes the slow way, through ``guard``.
+        async def guarded_send(message: Message) -> None:
             nonlocal sent, sent_bytes
-            if message["type"] == "websocket.send" and conn.state is _OPEN:
-                text = message.get("text")
-                sent += 1
-                sent_bytes += len(text) if text is not None else len(message.get("bytes") or b"")
-                return send(message)
-            return guard.send_other(message)
-
-        # ASGI's send is an awaitable callable, and callers that check (asgiref's
-        # async_to_sync warns on an unmarked one, so fails under -W error) look for the
-        # coroutine-function mark in the function's __dict__: one dict shared by every
-        # connection, not one each (~300 bytes). Nothing sets attributes on an ASGI send;
-        # whatever did would set them on every connection's.
-        guarded_send.__dict__ = COROUTINE_FUNCTION_MARK
+            if message["type"] != "websocket.send" or conn.state is not State.OPEN:
+                await server.send_other(message)
+                return
+            size = message_size(message)
+            try:
+                await send(message)
+            except OSError:
+                conn.peer_gone()
+                raise
+            sent += 1
+            sent_bytes += size
 
         try:
-            limit = guard.set_limit(scope)
-            # A character is at least one byte and at most four: text of up to a quarter of
-            # the limit in characters cannot be too big, and is never measured twice.
-            text_limit = limit // 4
+            limit = self.limit_for(scope)
+            conn.max_message_size = limit
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
-            to_raise = await guard.failed(exc, (received, received_bytes, sent, sent_bytes))
-            if to_raise is exc:
+            ending = conn.app_ended(exc)
+            counts = Counts(received, received_bytes, sent, sent_bytes)
+            await self._end(server, ending, started, counts, exc)
+            if ending.reraise:
                 raise
-            if to_raise is not None:
-                raise to_raise from None  # not the app's exception: its text stays out
         else:
-            refusal = await guard.returned((received, received_bytes, sent, sent_bytes))
-            if refusal is not None:
-                raise refusal
+            counts = Counts(received, received_bytes, sent, sent_bytes)
+            await self._end(server, conn.app_ended(None), started, counts, None)
+        if server.error is not None:
+            # A close the server would not send (daphne): its own error path closes, with 1011.
+            raise server.error from None
 
-    def limit_for(self, scope: Scope) -> int:
+    async def _end(
+        self,
+        server: ServerCalls,
+        ending: Ending,
+        started: float,
+        counts: Counts,
+        exc: BaseException | None,
+    ) -> None:
+        """Send closeguard's close if one is due, then write the one record, whatever
+        happens meanwhile: a cancellation still leaves its record, then goes on."""
+        try:
+            if ending.close is not None:
+                await server.send_close(ending.close)
+            if server.conn.awaits_server_report():
+                await server.read_report()
+        finally:
+            record = server.conn.record(time.perf_counter() - started, counts)
+            self.publish(record, exc if ending.log_traceback else None)
+
+    def publish(self, record: CloseRecord, exc: BaseException | None = None) -> None:
+        """Log the record, then hand it to ``on_close``. Neither a broken log handler nor a
+        broken hook may skip the other or raise into the server: the connection is over."""
+        try:
+            log_record(self.logger, record, exc)
+        except Exception:
+            _report_failure(f"closeguard: logging the close record of {record.connection_id}")
+        if self.on_close is None:
+            return
+        try:
+            self.on_close(record)
+        except Exception:
+            try:
+                self.logger.exception(
+                    "closeguard on_close hook failed for %s", record.connection_id
+                )
+            except Exception:
+                _report_failure(f"closeguard: the on_close hook for {record.connection_id}")
+
+    def limit_for(self, scope: Scope) -> int | None:
         limit = self.max_message_size
         if callable(limit):
             limit = limit(scope)
@@ -161,7 +193,7 @@ class WebSocketCloseMiddleware:
                     f"max_message_size({scope.get('path')!r}) returned {limit!r}; "
                     f"it must return {LIMIT_RULE}, or None for no limit"
                 )
-        return NO_LIMIT if limit is None else limit
+        return limit
 
 
 def _valid_limit(limit: object) -> bool:
@@ -170,179 +202,79 @@ def _valid_limit(limit: object) -> bool:
     )
 
 
-def _text_too_big(text: str, length: int, limit: int) -> bool:
-    """Whether ``text`` is over ``limit`` bytes in UTF-8, encoding it only when its length in
-    characters does not already say."""
-    if length > limit:
-        return True
-    return not text.isascii() and len(text.encode("utf-8", "surrogatepass")) > limit
+def _report_failure(what: str) -> None:
+    """Tell stderr, as logging's own handleError does, when the log itself cannot be used."""
+    print(f"{what} failed:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
 
 
-class _Guard:
-    """One connection's decisions and everything off the per-message path.
+class ServerCalls:
+    """The server's ``receive`` and ``send`` for everything off the per-message path, each
+    call followed by telling the :class:`Connection` what the server did."""
 
-    The per-message counters are kept by the ``receive`` and ``send`` closures and handed
-    over once, at the end.
-    """
+    __slots__ = ("conn", "error", "receive", "send")
 
-    __slots__ = (
-        "conn",
-        "middleware",
-        "refusal",
-        "server_receive",
-        "server_send",
-        "started",
-    )
-
-    def __init__(
-        self, middleware: WebSocketCloseMiddleware, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        self.started = time.perf_counter()
-        self.middleware = middleware
-        self.server_receive = receive
-        self.server_send = send
-        conn_id = os.urandom(16).hex()
-        # The scope is this connection's own dict (ASGI), and Starlette too adds its keys to
-        # it: one more key costs nothing, where a copy of the scope would cost its size.
-        scope[SCOPE_KEY] = conn_id
-        self.conn = Connection(
-            connection_id=conn_id,
-            path=scope.get("path", ""),
-            client=scope.get("client"),
-            max_message_size=None,
-            replace_invalid=middleware.replace_invalid,
-        )
-        #: A valid close the server would not send (daphne), raised to it when the app ends.
-        self.refusal: Exception | None = None
-
-    def set_limit(self, scope: Scope) -> int:
-        limit = self.middleware.limit_for(scope)
-        self.conn.max_message_size = None if limit == NO_LIMIT else limit
-        return limit
-
-    async def too_big(self) -> Message | None:
-        """An inbound message is over the limit: close 1009 and return the disconnect the app
-        hears instead, now and on every later receive.
-
-        After the app's own close no second close may go out: None, and the app reads on.
-        """
-        conn = self.conn
-        if conn.state is not _OPEN:
-            return None
-        await self._send_own_close(conn.message_too_big())
-        return await self.disconnected()
-
-    async def disconnected(self) -> Message:
-        """What ``receive`` gives once a message was over the limit."""
-        disconnect = self.conn.synthetic_disconnect
-        if disconnect is None:  # the app had closed first: the server says how it ended
-            return await self.server_receive()
-        return disconnect
+    def __init__(self, conn: Connection, receive: Receive, send: Send) -> None:
+        self.conn = conn
+        self.receive = receive
+        self.send = send
+        #: An error the server raised for a valid close, raised to it when the app is done.
+        self.error: Exception | None = None
 
     async def send_other(self, message: Message) -> None:
+        """Accept, close, HTTP denial, and data when the connection is not open."""
         conn = self.conn
         message_type = message["type"]
-        if message_type == "websocket.send":
-            if conn.state in CLOSE_SENT_STATES:
-                raise conn.app_sends_after_close(message_type)
-            # Before accept, or with the peer gone, the server answers with its own error.
-        elif message_type == "websocket.close":
+        if message_type == "websocket.close":
             checked = conn.app_closes(message)
             if checked is None:
                 return
-            if conn.state is not State.REFUSED:  # a refused handshake is the server's 403
-                await self._send_app_close(checked)
+            if conn.state is not State.REFUSED:
+                await self.send_close(checked, raise_peer_gone=True)
                 return
-            message = checked
-        elif message_type == "websocket.accept":
-            conn.app_accepts()
+            message = checked  # before accept: the server answers with HTTP 403
+        elif message_type == "websocket.send":
+            conn.check_data_allowed(message_type)
+            # Before accept, or with the peer gone, the server answers with its own error.
         elif message_type == "websocket.http.response.start":
             conn.app_denies(int(message.get("status", 0)))
         try:
-            await self.server_send(message)
+            await self.send(message)
         except OSError:
-            conn.server_send_failed()
+            conn.peer_gone()
+            raise
+        if message_type == "websocket.accept":
+            # Only now: a server may refuse an accept (a header it cannot send), and then the
+            # client gets the server's answer, not a WebSocket.
+            conn.server_accepted()
+
+    async def send_close(self, message: Message, *, raise_peer_gone: bool = False) -> None:
+        """Hand a close to the server and tell the core when it did not go out.
+
+        A peer already gone is raised to the app only for the app's own close, as the server
+        would have; any other error is the server's, kept for when the app is done.
+        """
+        try:
+            await self.send(message)
+        except OSError:
+            self.conn.peer_gone()
+            if raise_peer_gone:
+                raise
+        except Exception as error:
+            self.conn.close_failed(message, error)
+            self.error = error
+        except BaseException:
+            self.conn.close_interrupted()
             raise
 
-    async def _send_app_close(self, message: Message) -> None:
-        try:
-            await self.server_send(message)
-        except OSError:
-            self.conn.close_send_failed()  # the peer left first: this close never went out
-            raise
-        except Exception as error:
-            self._refused(message, error)
-
-    async def _send_own_close(self, message: Message, failure: BaseException | None = None) -> None:
-        """Send closeguard's own close; if the transport is already gone, say so."""
-        try:
-            await self.server_send(message)
-        except OSError:
-            self.conn.close_send_failed(failure)
-        except Exception as error:
-            self._refused(message, error)
-
-    def _refused(self, message: Message, error: Exception) -> None:
-        """The server raised for a valid close: it cannot send that code (daphne allows only
-        1000 and 3000-4999). The error is kept, not given to the app, and raised to the server
-        when the app is done, because an exception is what makes daphne close (with 1011)."""
-        self.conn.server_refused_close(message, error)
-        self.refusal = error
-
-    # How the app ended --------------------------------------------------------------------
-
-    async def failed(self, exc: BaseException, counts: Counts) -> BaseException | None:
-        """The app raised: close as due, record, and say what to raise to the server."""
-        conn = self.conn
-        if not conn.is_ordinary_end(exc):
-            closing = conn.app_raised(exc)
-            if closing is not None:
-                # If this fails because the peer is gone, a disconnect error was ordinary.
-                await self._send_own_close(closing, exc)
-        if conn.is_ordinary_end(exc):
-            self._finish(counts)
-            return self.refusal
-        swallow = not self.middleware.reraise and isinstance(exc, Exception)
-        # The traceback goes to the log once: ours when we swallow, the server's otherwise.
-        self._finish(counts, exc if swallow else None)
-        return self.refusal if swallow else exc
-
-    async def returned(self, counts: Counts) -> Exception | None:
-        closing = self.conn.app_returned()
-        if closing is not None:
-            await self._send_own_close(closing)
-        self._finish(counts)
-        return self.refusal
-
-    def _finish(self, counts: Counts, unraised: BaseException | None = None) -> None:
-        middleware = self.middleware
-        fields = self.conn.fields(time.perf_counter() - self.started, counts)
-        log_record(middleware.logger, fields, exc_info=unraised)
-        if middleware.on_close is not None:
-            record = CloseRecord(**fields)
-            try:
-                middleware.on_close(record)
-            except Exception:
-                # The connection is over; a broken hook must not turn that into a crash.
-                middleware.logger.exception(
-                    "closeguard on_close hook failed for %s", record.connection_id
-                )
-
-
-def _coroutine_function_mark() -> dict[str, Any]:
-    """The attributes that make a plain function pass for a coroutine function: with
-    ``inspect`` (3.12+) and ``asyncio`` (whose 3.10 and 3.11 check is what asgiref uses)."""
-
-    def marked() -> None:
-        pass
-
-    if sys.version_info >= (3, 12):
-        inspect.markcoroutinefunction(marked)
-    legacy_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
-    if legacy_marker is not None:  # asyncio.iscoroutinefunction's own mark (gone in time)
-        marked._is_coroutine = legacy_marker  # type: ignore[attr-defined]
-    return marked.__dict__
-
-
-#: Shared by every connection's ``send``: assigning a function's __dict__ costs one pointer.
-COROUTINE_FUNCTION_MARK = _coroutine_function_mark()
+    async def read_report(self) -> None:
+        """Read what the server says of the end of a connection whose peer a send found gone
+        (``websocket.disconnect``): the client's close, or a lost connection."""
+        with anyio.move_on_after(SERVER_REPORT_WAIT):
+            while self.conn.awaits_server_report():
+                try:
+                    message = await self.receive()
+                except Exception:
+                    return  # a server that will not be asked again: the record says 1006
+                if message["type"] == "websocket.disconnect":
+                    self.conn.server_disconnects(message)

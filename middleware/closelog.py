@@ -1,17 +1,15 @@
 """How a close record becomes one log line: its level, its words, and its structured fields.
 
-It works on the record's fields as a dict (``CloseRecord.as_dict()``'s shape), which the
-middleware builds for every connection: the :class:`CloseRecord` itself is made only when an
-``on_close`` hook wants one.
+The same :class:`CloseRecord` the ``on_close`` hook gets is what is logged: its fields go to
+the log record as ``extra``, so a JSON formatter writes them as they are.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from .codes import CloseCode
+from .record import CloseRecord
 
 __all__ = ["LOGGER_NAME", "MESSAGE", "level_for", "log_record", "printable"]
 
@@ -39,86 +37,63 @@ def printable(text: str) -> str:
     return repr(text)[1:-1]
 
 
-def level_for(record: Mapping[str, Any]) -> int:
-    """ERROR when the app failed, WARNING when a close was rejected, replaced or notable."""
-    if record["exception"] is not None:
+def level_for(record: CloseRecord) -> int:
+    """ERROR when the app failed, WARNING when a close was rejected, replaced, refused or
+    notable; INFO otherwise, a server's shutdown included."""
+    if record.exception is not None:
         return logging.ERROR
-    if record["requested_code"] is not None or record["code"] in NOTABLE_CODES:
+    if (
+        record.requested_code is not None
+        or record.violation is not None
+        or record.code in NOTABLE_CODES
+    ):
         return logging.WARNING
     return logging.INFO
 
 
-def _outcome(record: Mapping[str, Any]) -> str:
-    if record["accepted"]:
+def _outcome(record: CloseRecord) -> str:
+    if record.accepted:
         return "closed"
-    if record["http_status"] is not None:
-        return f"refused with HTTP {record['http_status']}"
+    if record.http_status is not None:
+        return f"refused with HTTP {record.http_status}"
     return "ended before accept"
 
 
-def _details(record: Mapping[str, Any]) -> str:
+def _details(record: CloseRecord) -> str:
     parts = []
-    if record["requested_code"] is not None or record["violation"] is not None:
-        parts.append(f" requested_code={record['requested_code']} ({record['violation']})")
-    if record["exception"] is not None:
-        parts.append(f" exception={record['exception']}")
+    if record.requested_code is not None or record.violation is not None:
+        parts.append(f" requested_code={record.requested_code} ({record.violation})")
+    if record.exception is not None:
+        parts.append(f" exception={record.exception}")
     parts.append(
-        f" duration={record['duration']:.3f}s"
-        f" received={record['messages_received']}/{record['bytes_received']}B"
-        f" sent={record['messages_sent']}/{record['bytes_sent']}B"
-        f" id={record['connection_id']}"
+        f" duration={record.duration:.3f}s"
+        f" received={record.messages_received}/{record.bytes_received}B"
+        f" sent={record.messages_sent}/{record.bytes_sent}B"
+        f" id={record.connection_id}"
     )
     return "".join(parts)
 
 
 def log_record(
-    logger: logging.Logger,
-    record: Mapping[str, Any],
-    exc_info: BaseException | None = None,
+    logger: logging.Logger, record: CloseRecord, exc_info: BaseException | None = None
 ) -> None:
-    """Write the record (its fields, as ``CloseRecord.as_dict()`` gives them) once: the fields
-    go as ``extra``, the strings escaped.
-
-    The LogRecord is made here and handed to ``logger.handle``, as ``Logger.log`` would, but
-    without its walk up the stack for the caller (the caller is always this function) and
-    without checking each field against LogRecord's own names (none of them clash).
-    """
+    """Write the record as one log line: the words for people, every field as ``extra`` for
+    structured handlers, with the strings a client chose escaped in both."""
     level = level_for(record)
     if not logger.isEnabledFor(level):
         return
-    raw_path, raw_reason = record["path"], record["reason"]
-    path, reason = printable(raw_path), printable(raw_reason)
-    # The caller's dict is left as it is; a copy only when a string had to be escaped.
-    fields = (
-        record
-        if path is raw_path and reason is raw_reason
-        else {
-            **record,
-            "path": path,
-            "reason": reason,
-        }
-    )
-    args = (
-        path,
-        _outcome(record),
-        record["code"],
-        repr(raw_reason),
-        record["initiator"],
-        _details(record),
-    )
-    entry = logger.makeRecord(
-        logger.name,
+    fields = record.as_dict()
+    fields["path"] = printable(record.path)
+    fields["reason"] = printable(record.reason)
+    logger.log(
         level,
-        __file__,
-        _LINE,
         MESSAGE,
-        args,
-        None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__),
-        "log_record",
+        fields["path"],
+        _outcome(record),
+        record.code,
+        repr(record.reason),
+        record.initiator,
+        _details(record),
+        exc_info=exc_info,
+        extra=fields,
     )
-    entry.__dict__.update(fields)
-    logger.handle(entry)
-
-
-#: Where a close record is said to be logged from.
-_LINE = log_record.__code__.co_firstlineno

@@ -1,15 +1,14 @@
-"""The life of one WebSocket connection as closeguard sees it, with every decision and no I/O.
+"""The life of one WebSocket connection as closeguard sees it: every decision, and no I/O.
 
-The ASGI wrapper (``asgi.py``) feeds this object what the app and the server said, and sends
-what it is told to. Nothing here awaits, reads a clock or logs, so every rule is tested
-without a server. The per-message counters are kept by the wrapper, which hands them over at
-the end: a method call per message would cost more than the work it does.
+The ASGI wrapper (``asgi.py``) tells this object what the app and the server did and carries
+out what it answers, as websockets' sans-I/O protocol does. Nothing here awaits, reads a clock
+or logs, so every rule, the end of a connection above all, is tested without a server.
 """
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import NamedTuple
 
 from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
@@ -23,7 +22,15 @@ from .codes import (
 )
 from .record import CloseRecord, Initiator
 
-__all__ = ["CLOSE_SENT_STATES", "CloseAlreadySent", "Connection", "State"]
+__all__ = [
+    "CloseAlreadySent",
+    "Connection",
+    "Counts",
+    "Ending",
+    "State",
+    "message_size",
+    "utf8_size",
+]
 
 #: The reason closeguard puts on a 1011. Exception text never goes on the wire: it may hold
 #: secrets, and the client cannot act on it anyway.
@@ -37,23 +44,61 @@ class CloseAlreadySent(RuntimeError):
 class State(Enum):
     """Where the connection stands. Every state after OPEN is final for the record."""
 
-    CONNECTING = "connecting"  # before accept: a close or denial is a refused handshake
+    CONNECTING = "connecting"  # before the server took an accept
     OPEN = "open"
     REFUSED = "refused"  # the app closed or answered with an HTTP response before accept
-    CLOSED_BY_APP = "closed by app"  # the app's close went out
-    CLOSED_BY_MIDDLEWARE = "closed by middleware"  # closeguard's 1009, 1011 or 1000 went out
-    DISCONNECTED = "disconnected"  # the server reported the peer gone, or the transport failed
+    CLOSED_BY_APP = "closed by app"  # the app's close was handed to the server
+    CLOSED_BY_MIDDLEWARE = "closed by middleware"  # closeguard's 1009, 1011 or 1000 was
+    DISCONNECTED = "disconnected"  # the server reported the peer gone, or a send found it gone
+    TORN_DOWN = "torn down"  # the server cancelled the app's task: nothing more is known
 
 
-#: States in which a Close frame went out: nothing may follow it.
+#: States in which a Close frame was handed to the server: no data may follow it.
 CLOSE_SENT_STATES = frozenset({State.CLOSED_BY_APP, State.CLOSED_BY_MIDDLEWARE})
 
-#: States in which the connection is over as far as the app's exceptions are concerned.
-ENDED_STATES = frozenset({State.CLOSED_BY_APP, State.CLOSED_BY_MIDDLEWARE, State.DISCONNECTED})
+#: States in which the connection is over, so that an exception saying so is no failure.
+ENDED_STATES = CLOSE_SENT_STATES | {State.DISCONNECTED}
 
-#: What the app may raise once the connection has ended without it being an error: Starlette's
+#: What an app raises once the connection has ended without it being an error: Starlette's
 #: disconnect exception, and the OSError subclasses servers raise from ``send`` (ASGI 2.4).
 ORDINARY_END_EXCEPTIONS = (WebSocketDisconnect, OSError)
+
+
+class Counts(NamedTuple):
+    """What crossed the connection in data messages; sizes in bytes, text as UTF-8."""
+
+    messages_received: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+
+
+NOTHING_COUNTED = Counts()
+
+
+class Ending(NamedTuple):
+    """What the wrapper does once the app is done, as :meth:`Connection.app_ended` decides."""
+
+    #: closeguard's own close to hand to the server (1000 or 1011), or None.
+    close: Message | None = None
+    #: Whether the app's exception goes on to the server (otherwise the app ends quietly).
+    reraise: bool = False
+    #: Whether the record carries the exception's traceback: only when nobody else will log it.
+    log_traceback: bool = False
+
+
+def utf8_size(text: str) -> int:
+    """The size of ``text`` on the wire. ``isascii`` is O(1) in CPython: only other text is
+    encoded (lone surrogates count as the 3 bytes a lenient encoder would write)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def message_size(message: Message) -> int:
+    """The payload size in bytes of a ``websocket.receive`` or ``websocket.send`` message."""
+    text = message.get("text")
+    if text is not None:
+        return utf8_size(text)
+    return len(message.get("bytes") or b"")
 
 
 def qualified_name(exc: BaseException) -> str:
@@ -64,16 +109,22 @@ def qualified_name(exc: BaseException) -> str:
 
 
 def client_text(client: object) -> str | None:
-    """``host:port`` (``[host]:port`` for IPv6) from the scope's ``client`` pair; text as is."""
+    """``host:port`` (``[host]:port`` for IPv6) from the scope's ``client`` pair.
+
+    Port 0 means the port is unknown (uvicorn's ``--proxy-headers`` takes the host from
+    X-Forwarded-For and sets 0), so the host stands alone.
+    """
     if isinstance(client, str):
         return client or None
     if not isinstance(client, (tuple, list)) or len(client) < 2:
         return None
-    host, port = client[0], client[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    host, port = str(client[0]), client[1]
+    if port == 0:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def close_message(code: int, reason: str) -> dict[str, Any]:
+def close_message(code: int, reason: str) -> Message:
     # A plain int, not a CloseCode: daphne's WebSocket library rejects anything whose type is
     # not exactly int, and the ASGI spec says int.
     return {"type": "websocket.close", "code": int(code), "reason": reason}
@@ -82,24 +133,6 @@ def close_message(code: int, reason: str) -> dict[str, Any]:
 class Connection:
     """Decisions for one connection, in the order the ASGI events arrive."""
 
-    __slots__ = (
-        "accepted",
-        "client",
-        "code",
-        "connection_id",
-        "exception",
-        "http_status",
-        "initiator",
-        "max_message_size",
-        "path",
-        "reason",
-        "replace_invalid",
-        "requested_code",
-        "state",
-        "synthetic_disconnect",
-        "violation",
-    )
-
     def __init__(
         self,
         *,
@@ -107,15 +140,16 @@ class Connection:
         path: str,
         client: object,
         max_message_size: int | None,
-        replace_invalid: bool,
+        replace_invalid: bool = False,
+        reraise: bool = True,
     ) -> None:
         self.connection_id = connection_id
         self.path = path
-        #: The scope's (host, port), or text: made text only for the record, as the scope
-        #: keeps the pair alive anyway and a string per idle connection is memory.
+        #: The scope's (host, port), made text only for the record.
         self.client = client
         self.max_message_size = max_message_size
         self.replace_invalid = replace_invalid
+        self.reraise = reraise
         self.state = State.CONNECTING
         self.accepted = False
         self.code: int | None = None
@@ -125,13 +159,11 @@ class Connection:
         self.violation: str | None = None
         self.exception: str | None = None
         self.http_status: int | None = None
-        #: The disconnect the app is given instead of an oversized message, then on every
-        #: later receive: the app must not see what the client sent after it.
-        self.synthetic_disconnect: dict[str, Any] | None = None
 
-    # What the app sends -------------------------------------------------------------------
+    # What the app sends, and what the server made of it -----------------------------------
 
-    def app_accepts(self) -> None:
+    def server_accepted(self) -> None:
+        """The server took the app's ``websocket.accept`` without an error."""
         if self.state is State.CONNECTING:
             self.state = State.OPEN
             self.accepted = True
@@ -179,138 +211,137 @@ class Connection:
         self._ended(code, reason, "app")
         return close_message(code, reason)
 
-    def app_sends_after_close(self, message_type: str) -> CloseAlreadySent:
-        """The error for data after a Close frame; raised by the wrapper, which knows the state."""
-        who = "closeguard" if self.state is State.CLOSED_BY_MIDDLEWARE else "the app"
-        return CloseAlreadySent(
-            f"cannot send {message_type!r}: {who} already closed this connection with code "
-            f"{self.code}; nothing may follow a Close frame (RFC 6455 5.5.1)"
-        )
-
-    # What the server delivers -------------------------------------------------------------
-
-    def server_disconnects(self, message: Message) -> None:
-        """The server reported the peer gone (``websocket.disconnect``)."""
-        if self.state in (State.OPEN, State.CONNECTING):
-            self.state = State.DISCONNECTED
-            code = message.get("code")
-            self._ended(
-                code if isinstance(code, int) else CloseCode.NO_STATUS_RCVD,
-                message.get("reason") or "",
-                "client",
+    def check_data_allowed(self, message_type: str) -> None:
+        """Raise :class:`CloseAlreadySent` for data after a Close frame was handed over."""
+        if self.state in CLOSE_SENT_STATES:
+            who = "closeguard" if self.state is State.CLOSED_BY_MIDDLEWARE else "the app"
+            raise CloseAlreadySent(
+                f"cannot send {message_type!r}: {who} already closed this connection with "
+                f"code {self.code}; nothing may follow a Close frame (RFC 6455 5.5.1)"
             )
 
-    def server_send_failed(self) -> None:
-        """The server raised OSError from ``send``: the transport is gone (ASGI 2.4)."""
-        if self.state in (State.OPEN, State.CONNECTING):
+    # What the server reports --------------------------------------------------------------
+
+    def server_disconnects(self, message: Message) -> None:
+        """The server reported the connection over (``websocket.disconnect``).
+
+        uvicorn reports its own shutdown as 1012 (Service Restart), a code only a server has
+        reason to send: that end is the server's, not the client's.
+        """
+        if self.state is State.CONNECTING:
+            # The client left before the server took an accept: no code ever applied.
             self.state = State.DISCONNECTED
-            self._ended(CloseCode.ABNORMAL_CLOSURE, "", "client")
+            self._ended(None, "", "client")
+        elif self.state is State.OPEN or (self.state is State.DISCONNECTED and self.code is None):
+            self.state = State.DISCONNECTED
+            code = message.get("code")
+            code = code if isinstance(code, int) else CloseCode.NO_STATUS_RCVD
+            initiator: Initiator = "server" if code == CloseCode.SERVICE_RESTART else "client"
+            self._ended(code, message.get("reason") or "", initiator)
 
-    def message_too_big(self) -> dict[str, Any]:
-        """An inbound message exceeded the limit: the close to send (1009 naming the limit).
+    def peer_gone(self) -> None:
+        """A send raised OSError: the transport is gone (ASGI 2.4). How the connection ended
+        is for the server to report; until it does, the code is unknown."""
+        if self.state in (State.OPEN, State.CONNECTING) or self.state in CLOSE_SENT_STATES:
+            self.state = State.DISCONNECTED
+            self._ended(None, "", "client")
 
-        Afterwards :attr:`synthetic_disconnect` holds what the app receives instead.
-        """
+    def awaits_server_report(self) -> bool:
+        """Whether a send found the peer gone and the server has not yet said how it ended."""
+        return self.state is State.DISCONNECTED and self.accepted and self.code is None
+
+    def message_too_big(self) -> tuple[Message, Message]:
+        """An inbound message exceeded the limit: the close to send (1009 naming the limit),
+        and the disconnect the app is given instead of the message, now and on every later
+        receive: the app must not see what the client sent after it."""
         reason = f"message exceeds the limit of {self.max_message_size} bytes"
-        self.state = State.CLOSED_BY_MIDDLEWARE
-        self._ended(CloseCode.MESSAGE_TOO_BIG, reason, "middleware")
-        self.synthetic_disconnect = {
-            "type": "websocket.disconnect",
-            "code": int(CloseCode.MESSAGE_TOO_BIG),
-            "reason": reason,
-        }
-        return close_message(CloseCode.MESSAGE_TOO_BIG, reason)
+        close = self._close(CloseCode.MESSAGE_TOO_BIG, reason)
+        return close, {**close, "type": "websocket.disconnect"}
 
-    # How the app ended --------------------------------------------------------------------
+    def close_failed(self, message: Message, error: Exception) -> None:
+        """The server raised ``error`` (not an OSError) for a valid close we handed it.
 
-    def is_ordinary_end(self, exc: BaseException) -> bool:
-        """Whether ``exc`` only says the peer left: the usual way a Starlette endpoint ends."""
-        return (
-            self.exception is None
-            and self.state in ENDED_STATES
-            and isinstance(exc, ORDINARY_END_EXCEPTIONS)
-        )
-
-    def app_raised(self, exc: BaseException) -> dict[str, Any] | None:
-        """The app failed: return the close to send (1011), or None when none is due."""
-        self.exception = qualified_name(exc)
-        # Only an Exception earns a 1011: CancelledError and friends mean the task is being
-        # torn down, and awaiting a send there is not ours to do.
-        if self.state is State.OPEN and isinstance(exc, Exception):
-            self.state = State.CLOSED_BY_MIDDLEWARE
-            self._ended(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON, "middleware")
-            return close_message(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
-        return None
-
-    def app_returned(self) -> dict[str, Any] | None:
-        """The app returned: return the close it forgot (1000), or None."""
-        if self.state is State.OPEN:
-            self.state = State.CLOSED_BY_MIDDLEWARE
-            self._ended(CloseCode.NORMAL_CLOSURE, "", "middleware")
-            return close_message(CloseCode.NORMAL_CLOSURE, "")
-        return None
-
-    def close_send_failed(self, failure: BaseException | None = None) -> None:
-        """A close (the app's or closeguard's) could not be sent: the transport went first.
-
-        If the app's ``failure`` was a disconnect error, it came from a send to a peer that
-        was already gone (closeguard does not watch the server's errors on the per-message
-        path): an ordinary end after all, not an app error.
-        """
-        self.state = State.DISCONNECTED
-        self._ended(CloseCode.ABNORMAL_CLOSURE, "", "client")
-        if isinstance(failure, ORDINARY_END_EXCEPTIONS):
-            self.exception = None
-
-    def server_refused_close(self, message: Message, error: Exception) -> None:
-        """The server raised from ``send`` for a valid close: it cannot send that code.
-
-        daphne's WebSocket library sends only 1000 and 3000-4999 (not 1001, 1008, 1009, 1011,
-        1012, ...) and raises for the rest. Its one other way to close is its own error path:
-        when the app's task ends with an exception, daphne sends 1011 with no reason. The
-        middleware makes sure an exception reaches it, so the record says 1011.
+        daphne's WebSocket library sends only 1000 and 3000-4999 and raises, naming the code,
+        for the rest (1001, 1008, 1009, 1011, 1012, ...). Its one other way to close is its
+        own error path: when the app's task ends with an exception, daphne sends 1011 with no
+        reason, and the wrapper makes sure one reaches it, so the record says 1011. Any other
+        error means this close did not go out, and nothing says what did.
         """
         code = message.get("code")
         if self.requested_code is None and self.initiator == "app" and isinstance(code, int):
             self.requested_code = code
-        refusal = f"the server refused to send close code {code} ({error}); it closes with 1011"
-        self.violation = refusal if self.violation is None else f"{self.violation}; {refusal}"
+        refused = code != CloseCode.NORMAL_CLOSURE and f"close code {code}" in str(error)
+        if refused:
+            note = f"the server refused to send close code {code} ({error}); it closes with 1011"
+            self._ended(CloseCode.INTERNAL_ERROR, "", "middleware")
+        else:
+            note = f"the server failed to send close code {code} ({qualified_name(error)}: {error})"
+            self._ended(None, "", self.initiator)
+        self.violation = note if self.violation is None else f"{self.violation}; {note}"
+
+    def close_interrupted(self) -> None:
+        """The task was cancelled while the server held a close: whether any of it reached
+        the wire is unknown, and the server, tearing the task down, ends the connection."""
+        self.state = State.TORN_DOWN
+        self._ended(None, "", "server")
+
+    # How the app ended: one decision --------------------------------------------------------
+
+    def app_ended(self, exc: BaseException | None) -> Ending:
+        """The app returned (``exc`` None) or raised: what to send, and what to raise."""
+        state = self.state
+        if exc is None:
+            if state is State.OPEN:
+                return Ending(close=self._close(CloseCode.NORMAL_CLOSURE, ""))
+            return Ending()
+        if not isinstance(exc, Exception):
+            # CancelledError, KeyboardInterrupt, SystemExit: the server (or the process) is
+            # tearing the task down. No close is ours to await, and the exception goes on.
+            if state in (State.OPEN, State.CONNECTING):
+                self.state = State.TORN_DOWN
+                self._ended(None, "", "server")
+            return Ending(reraise=True)
+        if state in ENDED_STATES and isinstance(exc, ORDINARY_END_EXCEPTIONS):
+            return Ending()  # the usual end of a Starlette endpoint whose peer left
+        self.exception = qualified_name(exc)
+        # Before accept no close can reach the client: the server answers (HTTP 500).
+        close = (
+            self._close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
+            if state is State.OPEN
+            else None
+        )
+        return Ending(close=close, reraise=self.reraise, log_traceback=not self.reraise)
+
+    def _close(self, code: CloseCode, reason: str) -> Message:
+        """closeguard's own close, decided: the state says so before it is handed over."""
         self.state = State.CLOSED_BY_MIDDLEWARE
-        self._ended(CloseCode.INTERNAL_ERROR, "", "middleware")
+        self._ended(code, reason, "middleware")
+        return close_message(code, reason)
 
     # The record ---------------------------------------------------------------------------
 
-    def _ended(self, code: int, reason: str, initiator: Initiator) -> None:
-        self.code = int(code)
+    def _ended(self, code: int | None, reason: str, initiator: Initiator) -> None:
+        self.code = None if code is None else int(code)
         self.reason = reason
         self.initiator = initiator
 
-    def fields(self, duration: float, counts: tuple[int, int, int, int]) -> dict[str, Any]:
-        """The record's fields as a dict (``CloseRecord.as_dict()``'s shape), with the
-        counts the I/O side kept (messages and bytes received, messages and bytes sent).
-
-        What the log line is made from: the :class:`CloseRecord` is built only for a hook.
-        """
-        return {
-            "connection_id": self.connection_id,
-            "path": self.path,
-            "client": client_text(self.client),
-            "accepted": self.accepted,
-            "code": self.code,
-            "reason": self.reason,
-            "initiator": self.initiator,
-            "requested_code": self.requested_code,
-            "violation": self.violation,
-            "exception": self.exception,
-            "http_status": self.http_status,
-            "duration": duration,
-            "messages_received": counts[0],
-            "messages_sent": counts[2],
-            "bytes_received": counts[1],
-            "bytes_sent": counts[3],
-        }
-
-    def record(
-        self, duration: float, counts: tuple[int, int, int, int] = (0, 0, 0, 0)
-    ) -> CloseRecord:
-        return CloseRecord(**self.fields(duration, counts))
+    def record(self, duration: float, counts: Counts = NOTHING_COUNTED) -> CloseRecord:
+        code = self.code
+        if code is None and self.state is State.DISCONNECTED and self.accepted:
+            # The transport failed and the server never said how: no Close frame is known.
+            code = int(CloseCode.ABNORMAL_CLOSURE)
+        return CloseRecord(
+            connection_id=self.connection_id,
+            path=self.path,
+            client=client_text(self.client),
+            accepted=self.accepted,
+            code=code,
+            reason=self.reason,
+            initiator=self.initiator,
+            requested_code=self.requested_code,
+            violation=self.violation,
+            exception=self.exception,
+            http_status=self.http_status,
+            duration=duration,
+            **counts._asdict(),
+        )

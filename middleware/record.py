@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from typing import Any, Literal
 
 __all__ = ["CloseRecord", "Initiator"]
 
-#: Who ended the connection: the app's own close (or refusal), the peer or the server (anything
-#: the server reports as a disconnect), or closeguard (1011, 1009, or 1000 for a forgotten close).
-Initiator = Literal["app", "client", "middleware"]
+#: Who ended the connection: the app's own close (or refusal); the client (its close, or a
+#: connection lost); closeguard (1011, 1009, or 1000 for a forgotten close); or the server
+#: (a shutdown it reports as 1012, or the app's task cancelled under it).
+Initiator = Literal["app", "client", "middleware", "server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +18,9 @@ class CloseRecord:
     """How and why one WebSocket connection ended.
 
     ``code`` and ``reason`` are what went on the wire, or what the server reported for a
-    disconnect; ``code`` is None when no Close frame could be sent (a refused or failed
-    handshake, or a connection cut by a cancelled task).
+    disconnect; ``code`` is None when no Close frame is known to have gone out (a refused or
+    failed handshake, a connection cut by a cancelled task, a close the server failed to send).
+    Sizes count bytes on the wire: text as UTF-8.
     """
 
     connection_id: str
@@ -45,9 +46,8 @@ class CloseRecord:
     bytes_sent: int
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a flat dict, cheaper than :func:`dataclasses.asdict` (no deep copy)."""
-        return dict(zip(FIELD_NAMES, _all_fields(self), strict=True))
+        """The fields as a flat dict, in declaration order (no deep copy, unlike ``asdict``)."""
+        return {name: getattr(self, name) for name in FIELD_NAMES}
 
 
 FIELD_NAMES = tuple(field.name for field in fields(CloseRecord))
-_all_fields = attrgetter(*FIELD_NAMES)
