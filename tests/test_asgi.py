@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import sys
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from middleware import (
+    LOGGER_NAME,
     CloseAlreadySent,
     CloseRecord,
     InvalidCloseCode,
@@ -211,19 +212,6 @@ async def test_exception_before_accept_sends_nothing() -> None:
     assert (records[0].accepted, records[0].code) == (False, None)
 
 
-async def test_cancellation_sends_nothing_and_is_recorded() -> None:
-    records: list[CloseRecord] = []
-    server = FakeServer(idle="wait")  # a quiet client: the app's receive waits
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
-    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
-    await asyncio.sleep(0.01)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert server.closes == []
-    assert records[0].exception == "asyncio.exceptions.CancelledError"
-
-
 async def test_transport_gone_while_sending_is_the_clients_end() -> None:
     server = FakeServer([ClientEvent(3, ClientDrop())])  # gone just before the app's send
     records, escaped = await run(
@@ -275,8 +263,8 @@ async def test_text_near_the_limit_is_measured_in_utf8(text: str, too_big: bool)
         assert server.closes == [(1009, "message exceeds the limit of 1000 bytes")]
     else:
         assert server.closes == []
-        # Counted in characters, as documented: text is never encoded just to count it.
-        assert (records[0].bytes_received, records[0].bytes_sent) == (len(text), len(text))
+        size = len(text.encode("utf-8"))
+        assert (records[0].bytes_received, records[0].bytes_sent) == (size, size)
 
 
 async def test_the_app_gets_a_1009_disconnect_and_never_the_message() -> None:
@@ -328,18 +316,6 @@ async def test_counts_and_connection_id() -> None:
     assert (record.messages_sent, record.bytes_sent) == (2, 10)
     assert ids == [record.connection_id]
     assert len(record.connection_id) == 32
-
-
-async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    def hook(record: CloseRecord) -> None:
-        raise ValueError("hook bug")
-
-    server = FakeServer()
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=hook)
-    with caplog.at_level(logging.INFO, logger="closeguard"):
-        await guarded(scope(), server.receive, server.send)
-    assert server.closes == [(1000, "")]
-    assert any("on_close hook failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_record_is_logged_once_with_its_fields(caplog: pytest.LogCaptureFixture) -> None:
@@ -427,24 +403,353 @@ async def test_a_limit_callable_returning_nonsense_fails_the_handshake() -> None
     assert (record.accepted, record.code, record.exception) == (False, None, "ValueError")
 
 
-async def test_the_apps_send_and_receive_are_marked_coroutine_functions() -> None:
-    """asgiref's async_to_sync (Django Channels' sync consumers) warns on an unmarked ``send``;
-    under warnings-as-errors, as here, that warning would fail this test."""
-    from asgiref.sync import async_to_sync
-
+async def test_the_apps_send_and_receive_are_coroutine_functions() -> None:
+    """asgiref's async_to_sync (Django Channels' sync consumers) warns on a ``send`` that is
+    not a coroutine function; plain ``async def`` closures are, with no mark needed."""
+    sync = pytest.importorskip("asgiref.sync")
     seen: list[tuple[bool, bool]] = []
+    caught: list[warnings.WarningMessage] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append((inspect.iscoroutinefunction(receive), inspect.iscoroutinefunction(send)))
-        seen.append((asyncio.iscoroutinefunction(receive), asyncio.iscoroutinefunction(send)))
-        async_to_sync(send)  # only wraps; raises here if it warns
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            sync.async_to_sync(send)  # only wraps: it warns at once if it would
+        caught.extend(got)
         await receive()
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": 4000})
 
     server = FakeServer()
-    await run(app, server)
-    # inspect knows the mark from Python 3.12 on; before, asyncio's check is the one in use.
-    inspect_knows_marks = sys.version_info >= (3, 12)
-    assert seen == [(True, inspect_knows_marks), (True, True)]
+    records, escaped = await run(app, server)
+    assert escaped is None
+    assert seen == [(True, True)]
+    assert [str(w.message) for w in caught] == []
     assert server.closes == [(4000, "")]
+    assert len(records) == 1
+
+
+# The server's send failing -------------------------------------------------------------------
+
+
+def failing_send(server: FakeServer, message_type: str, error: BaseException) -> Send:
+    """The fake server's ``send``, raising ``error`` for messages of ``message_type``."""
+
+    async def send(message: Message) -> None:
+        if message["type"] == message_type:
+            raise error
+        await server.send(message)
+
+    return send
+
+
+async def test_an_accept_the_server_refuses_is_no_websocket() -> None:
+    """A server that cannot send the accept (say, a header it refuses) raises RuntimeError:
+    the app's resulting exception is the server's to answer (HTTP 500), and no close goes."""
+    server = FakeServer()
+    error = RuntimeError("invalid header value")
+    records: list[CloseRecord] = []
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=records.append)
+    with pytest.raises(RuntimeError) as info:
+        await guarded(scope(), server.receive, failing_send(server, "websocket.accept", error))
+    assert info.value is error
+    assert server.wire == []
+    [record] = records
+    assert (record.accepted, record.code, record.exception) == (False, None, "RuntimeError")
+
+
+async def test_an_accept_that_finds_the_client_gone_is_no_websocket() -> None:
+    server = FakeServer()
+    send = failing_send(server, "websocket.accept", ConnectionResetError("reset by peer"))
+    records: list[CloseRecord] = []
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=records.append)
+    await guarded(scope(), server.receive, send)  # the peer gone is no error of the app's
+    assert server.wire == []
+    [record] = records
+    assert (record.accepted, record.code, record.exception) == (False, None, None)
+
+
+async def test_a_client_that_left_before_accept_leaves_no_code_however_often_told() -> None:
+    """A raw app that reads on after the client left during the handshake is told again;
+    that is still a handshake that never became a WebSocket."""
+
+    async def read_twice(receive: Receive, send: Send) -> None:
+        for _ in range(2):
+            assert (await receive())["type"] == "websocket.disconnect"
+
+    server = FakeServer([ClientEvent(1, ClientDrop())])
+    records, escaped = await run(raw(read_twice), server)
+    assert escaped is None
+    assert server.wire == []
+    [record] = records
+    assert (record.accepted, record.code) == (False, None)
+
+
+async def test_a_data_send_that_finds_the_peer_gone_takes_the_servers_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The client's close arrives just before the app's third call, its send: the send raises
+    # OSError, and the server's receive then reports the client's 1000.
+    server = FakeServer([ClientEvent(3, ClientClose(1000))])
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        records, escaped = await run(
+            raw(ACCEPT, sends({"type": "websocket.send", "text": "x"})), server
+        )
+    assert escaped is None  # the OSError after the peer left is an ordinary end
+    assert server.closes == []
+    [record] = records
+    assert (record.code, record.reason, record.initiator) == (1000, "", "client")
+    assert record.exception is None
+    assert record.messages_sent == 0
+    [log] = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert log.levelno == logging.INFO
+
+
+async def test_starlettes_disconnect_after_a_failed_send_is_ordinary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Starlette turns the send's OSError into WebSocketDisconnect(1006); the record still
+    says what the server reported: the client's 1000."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("x")
+
+    records: list[CloseRecord] = []
+    app = WebSocketCloseMiddleware(
+        Starlette(routes=[WebSocketRoute("/ws", endpoint)]), on_close=records.append
+    )
+    server = FakeServer([ClientEvent(3, ClientClose(1000))])
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        await app(scope(), server.receive, server.send)  # nothing escapes
+    [record] = records
+    assert (record.code, record.initiator, record.exception) == (1000, "client", None)
+    [log] = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert log.levelno == logging.INFO
+
+
+async def test_a_close_the_server_refuses_is_raised_to_it_once_the_app_is_done() -> None:
+    """daphne's library refuses 1001 with an Exception naming the code; the error, raised to
+    daphne when the app is done, makes daphne close with 1011."""
+    server = FakeServer()
+    refusal = Exception("invalid close code 1001 (must be 1000 or from [3000, 4999])")
+    records: list[CloseRecord] = []
+    app = raw(ACCEPT, sends({"type": "websocket.close", "code": 1001}))
+    guarded = WebSocketCloseMiddleware(app, on_close=records.append)
+    with pytest.raises(Exception, match="invalid close code 1001") as info:
+        await guarded(scope(), server.receive, failing_send(server, "websocket.close", refusal))
+    assert info.value is refusal
+    [record] = records
+    assert (record.code, record.requested_code, record.exception) == (1011, 1001, None)
+    assert record.violation is not None
+    assert "refused" in record.violation
+
+
+# Cancellation --------------------------------------------------------------------------------
+
+
+async def settle(until: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if until():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the connection never got there")
+
+
+async def test_a_cancelled_receive_leaves_one_record_then_propagates() -> None:
+    records: list[CloseRecord] = []
+    server = FakeServer(idle="wait")  # a quiet client: the app's receive waits
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
+    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
+    await settle(lambda: server.calls == 3)  # connect, accept, the waiting receive
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert server.closes == []
+    [record] = records
+    assert (record.accepted, record.code, record.initiator) == (True, None, "server")
+    assert record.exception is None
+
+
+async def test_a_task_cancelled_before_accept_leaves_one_record() -> None:
+    records: list[CloseRecord] = []
+
+    async def wait(receive: Receive, send: Send) -> None:
+        await asyncio.Event().wait()
+
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(raw(wait), on_close=records.append)
+    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
+    await settle(lambda: server.calls == 1)
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = records
+    assert (record.accepted, record.code, record.initiator) == (False, None, "server")
+
+
+@pytest.mark.parametrize(
+    ("steps", "exception"),
+    [
+        ((ACCEPT,), None),  # closeguard's 1000 for a forgotten close
+        ((ACCEPT, raises), "RuntimeError"),  # closeguard's 1011
+        ((ACCEPT, sends({"type": "websocket.close", "code": 4000})), None),  # the app's own
+    ],
+    ids=["1000", "1011", "app close"],
+)
+async def test_a_task_cancelled_while_the_server_holds_a_close_leaves_one_record(
+    steps: tuple[Callable[[Receive, Send], Awaitable[None]], ...], exception: str | None
+) -> None:
+    records: list[CloseRecord] = []
+    server = FakeServer()
+    holding = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.close":
+            holding.set()
+            await asyncio.Event().wait()  # a server stuck on the close, until cancelled
+        await server.send(message)
+
+    guarded = WebSocketCloseMiddleware(raw(*steps), on_close=records.append)
+    task = asyncio.ensure_future(guarded(scope(), server.receive, send))
+    await asyncio.wait_for(holding.wait(), timeout=5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert server.closes == []
+    [record] = records
+    assert (record.accepted, record.code, record.initiator) == (True, None, "server")
+    assert record.exception == exception
+
+
+# Broken logging and hooks --------------------------------------------------------------------
+
+
+@pytest.fixture
+def closeguard_logger() -> Iterator[logging.Logger]:
+    """closeguard's own logger at INFO, with its handlers and filters put back afterwards."""
+    logger = logging.getLogger(LOGGER_NAME)
+    level, handlers, filters = logger.level, list(logger.handlers), list(logger.filters)
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger
+    finally:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.filters[:] = filters
+
+
+class BrokenHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.calls += 1
+        raise RuntimeError("handler bug")
+
+
+class BrokenFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.calls += 1
+        raise RuntimeError("filter bug")
+
+
+@pytest.mark.parametrize("broken", ["handler", "filter"])
+@pytest.mark.parametrize("app_raises", [False, True])
+async def test_a_broken_log_still_calls_the_hook_once_and_raises_nothing(
+    closeguard_logger: logging.Logger,
+    capsys: pytest.CaptureFixture[str],
+    broken: str,
+    app_raises: bool,
+) -> None:
+    part: BrokenHandler | BrokenFilter
+    if broken == "handler":
+        part = BrokenHandler()
+        closeguard_logger.addHandler(part)
+    else:
+        part = BrokenFilter()
+        closeguard_logger.addFilter(part)
+    server = FakeServer()
+    steps = (ACCEPT, raises) if app_raises else (ACCEPT,)
+    records, escaped = await run(raw(*steps), server, reraise=app_raises)
+    # Only the app's own exception reaches the server, never the log's.
+    if app_raises:
+        assert isinstance(escaped, RuntimeError)
+        assert "boom" in str(escaped)
+    else:
+        assert escaped is None
+    assert part.calls >= 1  # the log was really tried
+    [record] = records
+    assert server.closes == ([(1011, "internal error")] if app_raises else [(1000, "")])
+    err = capsys.readouterr().err
+    assert f"closeguard: logging the close record of {record.connection_id} failed" in err
+
+
+async def test_a_broken_log_and_a_broken_hook_raise_nothing(
+    closeguard_logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[CloseRecord] = []
+
+    def hook(record: CloseRecord) -> None:
+        calls.append(record)
+        raise ValueError("hook bug")
+
+    closeguard_logger.addHandler(BrokenHandler())
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=hook)
+    await guarded(scope(), server.receive, server.send)
+    assert len(calls) == 1
+    err = capsys.readouterr().err
+    assert f"closeguard: the on_close hook for {calls[0].connection_id} failed" in err
+    assert "hook bug" in err
+
+
+async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[CloseRecord] = []
+
+    def hook(record: CloseRecord) -> None:
+        calls.append(record)
+        raise ValueError("hook bug")
+
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=hook)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        await guarded(scope(), server.receive, server.send)
+    assert server.closes == [(1000, "")]
+    [record] = calls
+    logs = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert len(logs) == 2  # the record, then the hook's failure
+    failure = logs[1]
+    assert failure.levelno == logging.ERROR
+    assert "on_close hook failed" in failure.getMessage()
+    assert record.connection_id in failure.getMessage()
+    assert failure.exc_info is not None
+    assert isinstance(failure.exc_info[1], ValueError)
+
+
+# Counting ------------------------------------------------------------------------------------
+
+
+async def test_text_is_counted_in_utf8_bytes_both_ways() -> None:
+    text = "aé€😀"  # 4 characters, 10 bytes
+    server = FakeServer([ClientText(text), ClientClose(1000)])
+    records, escaped = await run(raw(ACCEPT, echo_until_disconnect), server)
+    assert escaped is None
+    [record] = records
+    assert (record.messages_received, record.bytes_received) == (1, 10)
+    assert (record.messages_sent, record.bytes_sent) == (1, 10)
+
+
+async def test_a_text_of_exactly_the_limit_in_bytes_passes() -> None:
+    text = "é" * 5  # 5 characters, 10 bytes
+    server = FakeServer([ClientText(text), ClientClose(1000)])
+    records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=10)
+    assert server.closes == []
+    assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
+    assert records[0].bytes_received == 10

@@ -1,4 +1,8 @@
-"""The decisions, without a server: what each event does to the connection and its record."""
+"""The decisions, without a server: what each event does to the connection and its record.
+
+Every test says what the record (or the message handed to the server) would say, in the
+numbers and words a reader of the log sees, not in the core's constants.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,35 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from middleware import CloseAlreadySent, InvalidCloseCode, InvalidCloseReason
-from middleware.connection import Connection, State
-from middleware.record import FIELD_NAMES
+from middleware.connection import (
+    Connection,
+    Counts,
+    Ending,
+    State,
+    client_text,
+    message_size,
+    utf8_size,
+)
+from middleware.record import FIELD_NAMES, CloseRecord
+
+#: What daphne's WebSocket library raises for a close code it will not send.
+DAPHNE_REFUSES_1001 = Exception("invalid close code 1001 (must be 1000 or from [3000, 4999])")
 
 
-def make(*, limit: int | None = 100, replace: bool = False) -> Connection:
+def make(*, limit: int | None = 100, replace: bool = False, reraise: bool = True) -> Connection:
     return Connection(
         connection_id="c1",
         path="/ws",
-        client="127.0.0.1:5000",
+        client=("127.0.0.1", 5000),
         max_message_size=limit,
         replace_invalid=replace,
+        reraise=reraise,
     )
 
 
-def opened(**kwargs: object) -> Connection:
-    conn = make(**kwargs)  # type: ignore[arg-type]
-    conn.app_accepts()
+def opened(*, limit: int | None = 100, replace: bool = False, reraise: bool = True) -> Connection:
+    conn = make(limit=limit, replace=replace, reraise=reraise)
+    conn.server_accepted()
     return conn
 
 
@@ -32,12 +48,61 @@ def close(code: object = 1000, reason: object = "") -> dict[str, object]:
     return {"type": "websocket.close", "code": code, "reason": reason}
 
 
+def disconnect(code: object = 1000, reason: str = "") -> dict[str, object]:
+    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+
+
+def said(record: CloseRecord) -> tuple[bool, int | None, str, str]:
+    """What a reader of the record sees first: accepted, code, reason, who ended it."""
+    return (record.accepted, record.code, record.reason, record.initiator)
+
+
+# Accept and refusal --------------------------------------------------------------------------
+
+
+def test_nothing_is_accepted_until_the_server_takes_the_accept() -> None:
+    waiting = make()
+    assert waiting.state is State.CONNECTING
+    assert waiting.record(0).accepted is False
+    conn = make()
+    conn.server_accepted()
+    assert conn.state is State.OPEN
+    assert conn.record(0).accepted is True
+
+
+def test_a_late_accept_changes_nothing_once_the_connection_ended() -> None:
+    conn = make()
+    conn.server_disconnects(disconnect(1006))
+    conn.server_accepted()
+    assert conn.state is State.DISCONNECTED
+    assert conn.record(0).accepted is False
+
+
+def test_close_before_accept_is_a_refusal_and_is_not_checked() -> None:
+    conn = make()
+    message = close(1006)
+    assert conn.app_closes(message) is message
+    record = conn.record(0)
+    assert (record.accepted, record.http_status, record.code) == (False, 403, None)
+    assert (record.requested_code, record.violation) == (None, None)
+
+
+def test_denial_response_records_its_status() -> None:
+    conn = make()
+    conn.app_denies(401)
+    record = conn.record(0)
+    assert (record.accepted, record.http_status, conn.state) == (False, 401, State.REFUSED)
+    assert record.code is None
+
+
+# The app's close -----------------------------------------------------------------------------
+
+
 def test_a_valid_close_goes_out_as_asked() -> None:
     conn = opened()
     assert conn.app_closes(close(4000, "bye")) == close(4000, "bye")
     record = conn.record(0.5)
-    assert (record.code, record.reason, record.initiator) == (4000, "bye", "app")
-    assert record.accepted
+    assert said(record) == (True, 4000, "bye", "app")
     assert record.duration == 0.5
     assert conn.state is State.CLOSED_BY_APP
 
@@ -45,6 +110,18 @@ def test_a_valid_close_goes_out_as_asked() -> None:
 def test_close_without_code_means_1000() -> None:
     conn = opened()
     assert conn.app_closes({"type": "websocket.close"}) == close(1000, "")
+
+
+def test_the_close_handed_over_carries_a_plain_int() -> None:
+    """daphne rejects a code whose type is not exactly int; the ASGI spec says int."""
+    conn = opened()
+
+    class Code(int):
+        pass
+
+    sent = conn.app_closes(close(Code(4000)))
+    assert sent is not None
+    assert type(sent["code"]) is int
 
 
 def test_an_invalid_close_raises_and_leaves_the_connection_open() -> None:
@@ -80,164 +157,446 @@ def test_a_second_close_raises() -> None:
     assert conn.record(0).code == 4000
 
 
-def test_close_before_accept_is_a_refusal_and_is_not_checked() -> None:
-    conn = make()
-    message = close(1006)
-    assert conn.app_closes(message) is message
-    record = conn.record(0)
-    assert (record.accepted, record.http_status, record.code) == (False, 403, None)
+# Data after a close --------------------------------------------------------------------------
 
 
-def test_denial_response_records_its_status() -> None:
-    conn = make()
-    conn.app_denies(401)
-    record = conn.record(0)
-    assert (record.accepted, record.http_status, conn.state) == (False, 401, State.REFUSED)
+def test_data_is_allowed_while_open_and_left_to_the_server_before_accept() -> None:
+    make().check_data_allowed("websocket.send")  # the server answers with its own error
+    opened().check_data_allowed("websocket.send")
+
+
+def test_data_after_the_apps_close_raises() -> None:
+    conn = opened()
+    conn.app_closes(close(4000))
+    with pytest.raises(CloseAlreadySent, match="the app already closed this connection") as info:
+        conn.check_data_allowed("websocket.send")
+    assert "code 4000" in str(info.value)
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_data_after_a_disconnect_is_left_to_the_server() -> None:
+    conn = opened()
+    conn.server_disconnects(disconnect(1001))
+    conn.check_data_allowed("websocket.send")  # the server raises its own OSError
+
+
+# What the server reports ---------------------------------------------------------------------
 
 
 def test_client_disconnect_is_the_end() -> None:
     conn = opened()
-    conn.server_disconnects({"type": "websocket.disconnect", "code": 4321, "reason": "bye"})
-    record = conn.record(0)
-    assert (record.code, record.reason, record.initiator) == (4321, "bye", "client")
+    conn.server_disconnects(disconnect(4321, "bye"))
+    assert said(conn.record(0)) == (True, 4321, "bye", "client")
     # The app answering a disconnect with a close sends nothing: nobody is left to reach.
     assert conn.app_closes(close(1000)) is None
 
 
 def test_disconnect_without_code_is_1005() -> None:
     conn = opened()
-    conn.server_disconnects({"type": "websocket.disconnect", "code": None})
+    conn.server_disconnects(disconnect(None))
     assert conn.record(0).code == 1005
+
+
+@pytest.mark.parametrize(
+    ("code", "initiator"),
+    [
+        (1012, "server"),  # uvicorn's own shutdown
+        (1000, "client"),
+        (1001, "client"),
+        (1006, "client"),
+        (1011, "client"),
+        (4000, "client"),
+        (None, "client"),
+    ],
+)
+def test_a_1012_disconnect_is_the_servers_and_any_other_the_clients(
+    code: int | None, initiator: str
+) -> None:
+    conn = opened()
+    conn.server_disconnects(disconnect(code))
+    record = conn.record(0)
+    assert record.initiator == initiator
+    assert record.code == (1005 if code is None else code)
 
 
 def test_disconnect_after_the_apps_close_does_not_change_the_record() -> None:
     conn = opened()
     conn.app_closes(close(4000, "app"))
-    conn.server_disconnects({"type": "websocket.disconnect", "code": 4000})
-    assert conn.record(0).initiator == "app"
+    conn.server_disconnects(disconnect(4000))
+    assert said(conn.record(0)) == (True, 4000, "app", "app")
 
 
-def test_message_too_big_closes_1009_and_tells_the_app_the_same() -> None:
-    conn = opened(limit=10)
-    assert conn.message_too_big() == close(1009, "message exceeds the limit of 10 bytes")
-    assert conn.synthetic_disconnect == {
-        "type": "websocket.disconnect",
-        "code": 1009,
-        "reason": "message exceeds the limit of 10 bytes",
-    }
-    record = conn.record(0)
-    assert (record.code, record.initiator) == (1009, "middleware")
-    # The app's usual close after a disconnect is dropped, not an error.
-    assert conn.app_closes(close(1000)) is None
-    assert "closeguard already closed" in str(conn.app_sends_after_close("websocket.send"))
-
-
-def test_exception_after_accept_becomes_a_generic_1011() -> None:
-    conn = opened()
-    error = ValueError("password=hunter2")
-    assert not conn.is_ordinary_end(error)
-    assert conn.app_raised(error) == close(1011, "internal error")
-    record = conn.record(0)
-    assert (record.code, record.initiator, record.exception) == (1011, "middleware", "ValueError")
-
-
-def test_exception_names_are_qualified() -> None:
-    conn = opened()
-    conn.app_raised(InvalidCloseCode("x", 1))
-    assert conn.record(0).exception == "middleware.codes.InvalidCloseCode"
-
-
-def test_exception_before_accept_sends_nothing() -> None:
+def test_a_disconnect_before_the_server_took_an_accept_has_no_code() -> None:
     conn = make()
-    assert conn.app_raised(RuntimeError()) is None
+    conn.server_disconnects(disconnect(1006))
     record = conn.record(0)
-    assert (record.accepted, record.code, record.exception) == (False, None, "RuntimeError")
+    assert (record.accepted, record.code, record.initiator) == (False, None, "client")
+    assert not conn.awaits_server_report()
 
 
-def test_exception_after_the_apps_close_sends_nothing_more() -> None:
-    conn = opened()
-    conn.app_closes(close(4000))
-    assert conn.app_raised(RuntimeError()) is None
-    assert conn.record(0).code == 4000
-
-
-def test_cancellation_is_recorded_but_never_answered_with_a_send() -> None:
-    conn = opened()
-    assert conn.app_raised(asyncio.CancelledError()) is None
+@pytest.mark.parametrize("first", ["a disconnect", "a failed accept"])
+def test_a_disconnect_after_the_handshake_failed_still_has_no_code(first: str) -> None:
+    """An app that reads on after the handshake failed is told of the end (again): the fake
+    server does so, as servers that do not hang do. No Close frame ever applied to this
+    handshake, so no code may come of it."""
+    conn = make()
+    if first == "a disconnect":
+        conn.server_disconnects(disconnect(1006))
+    else:
+        conn.peer_gone()  # the accept's send raised OSError
+    conn.server_disconnects(disconnect(1006))
     record = conn.record(0)
-    assert record.exception == "asyncio.exceptions.CancelledError"
-    assert record.code is None
+    assert (record.accepted, record.code) == (False, None)
 
 
-@pytest.mark.parametrize("error", [WebSocketDisconnect(1000), ConnectionResetError()])
-def test_disconnect_exceptions_after_the_end_are_ordinary(error: BaseException) -> None:
+# A send that found the peer gone -------------------------------------------------------------
+
+
+def test_a_failed_send_waits_for_the_servers_report_of_the_end() -> None:
     conn = opened()
-    assert not conn.is_ordinary_end(error)  # still open: a raised disconnect is an app error
-    conn.server_disconnects({"type": "websocket.disconnect", "code": 1001})
-    assert conn.is_ordinary_end(error)
+    conn.peer_gone()
+    assert conn.state is State.DISCONNECTED
+    assert conn.awaits_server_report()
+    conn.server_disconnects(disconnect(1000, "done"))
+    assert not conn.awaits_server_report()
+    assert said(conn.record(0)) == (True, 1000, "done", "client")
 
 
-def test_a_failed_server_send_means_the_peer_is_gone() -> None:
+def test_a_failed_send_without_a_report_is_1006() -> None:
     conn = opened()
-    conn.server_send_failed()
+    conn.peer_gone()
     record = conn.record(0)
-    assert (record.code, record.initiator) == (1006, "client")
-    assert conn.is_ordinary_end(WebSocketDisconnect(1006))
+    assert (record.code, record.initiator, record.exception) == (1006, "client", None)
 
 
-def test_return_without_close_gets_1000() -> None:
+def test_a_failed_accept_is_no_websocket_at_all() -> None:
+    conn = make()
+    conn.peer_gone()
+    assert not conn.awaits_server_report()
+    record = conn.record(0)
+    assert (record.accepted, record.code) == (False, None)
+
+
+def test_a_failed_closing_send_is_abnormal_unless_the_server_says_more() -> None:
     conn = opened()
-    assert conn.app_returned() == close(1000, "")
-    assert conn.record(0).initiator == "middleware"
-
-
-@pytest.mark.parametrize("setup", ["closed", "disconnected", "never accepted"])
-def test_return_after_the_end_sends_nothing(setup: str) -> None:
-    conn = make() if setup == "never accepted" else opened()
-    if setup == "closed":
-        conn.app_closes(close(4000))
-    elif setup == "disconnected":
-        conn.server_disconnects({"type": "websocket.disconnect", "code": 1000})
-    assert conn.app_returned() is None
-
-
-def test_failed_closing_send_is_recorded_as_abnormal() -> None:
-    conn = opened()
-    conn.app_raised(RuntimeError())
-    conn.close_send_failed()
+    ending = conn.app_ended(RuntimeError("boom"))
+    assert ending.close == close(1011, "internal error")
+    conn.peer_gone()  # the 1011 found the peer gone
+    assert conn.awaits_server_report()
     record = conn.record(0)
     assert (record.code, record.initiator, record.exception) == (1006, "client", "RuntimeError")
 
 
-def test_the_fields_the_log_line_is_made_from_are_the_records_in_its_order() -> None:
-    """The log line is made from ``fields`` without building a CloseRecord; a hook gets the
-    record built from the same dict, so the two cannot drift apart."""
+def test_a_failed_send_of_the_apps_close_takes_the_servers_report() -> None:
     conn = opened()
     conn.app_closes(close(4000, "bye"))
-    fields = conn.fields(0.5, (1, 2, 3, 4))
-    assert list(fields) == list(FIELD_NAMES)
-    record = conn.record(0.5, (1, 2, 3, 4))
-    assert record.as_dict() == fields
+    conn.peer_gone()
+    conn.server_disconnects(disconnect(1001))
+    assert said(conn.record(0)) == (True, 1001, "", "client")
+
+
+def test_a_failed_send_after_the_server_reported_the_end_changes_nothing() -> None:
+    conn = opened()
+    conn.server_disconnects(disconnect(1001, "tab closed"))
+    conn.peer_gone()
+    assert not conn.awaits_server_report()
+    assert said(conn.record(0)) == (True, 1001, "tab closed", "client")
+
+
+# Inbound size --------------------------------------------------------------------------------
+
+
+def test_message_too_big_closes_1009_and_tells_the_app_the_same() -> None:
+    conn = opened(limit=10)
+    reason = "message exceeds the limit of 10 bytes"
+    close_message, app_hears = conn.message_too_big()
+    assert close_message == close(1009, reason)
+    assert app_hears == {"type": "websocket.disconnect", "code": 1009, "reason": reason}
+    assert said(conn.record(0)) == (True, 1009, reason, "middleware")
+    assert conn.state is State.CLOSED_BY_MIDDLEWARE
+    # The app's usual close after a disconnect is dropped, not an error.
+    assert conn.app_closes(close(1000)) is None
+    with pytest.raises(CloseAlreadySent, match="closeguard already closed"):
+        conn.check_data_allowed("websocket.send")
+
+
+# How the app ended ---------------------------------------------------------------------------
+
+
+def test_return_while_open_gets_1000_from_the_middleware() -> None:
+    conn = opened()
+    assert conn.app_ended(None) == Ending(close=close(1000, ""))
+    assert said(conn.record(0)) == (True, 1000, "", "middleware")
+    assert conn.record(0).exception is None
+
+
+@pytest.mark.parametrize("setup", ["closed", "disconnected", "never accepted", "refused"])
+def test_return_after_the_end_sends_nothing(setup: str) -> None:
+    conn = make() if setup in ("never accepted", "refused") else opened()
+    if setup == "closed":
+        conn.app_closes(close(4000))
+    elif setup == "disconnected":
+        conn.server_disconnects(disconnect(1000))
+    elif setup == "refused":
+        conn.app_denies(403)
+    before = conn.record(0)
+    assert conn.app_ended(None) == Ending()
+    assert conn.record(0) == before
+
+
+@pytest.mark.parametrize("reraise", [True, False])
+def test_an_exception_while_open_becomes_a_generic_1011(reraise: bool) -> None:
+    conn = opened(reraise=reraise)
+    ending = conn.app_ended(ValueError("password=hunter2"))
+    assert ending.close == close(1011, "internal error")
+    assert "hunter2" not in str(ending.close)
+    assert ending.reraise is reraise
+    assert ending.log_traceback is not reraise  # one traceback: the server's, or the log's
+    record = conn.record(0)
+    assert said(record) == (True, 1011, "internal error", "middleware")
+    assert record.exception == "ValueError"
+
+
+def test_exception_names_are_qualified() -> None:
+    conn = opened()
+    conn.app_ended(InvalidCloseCode("x", 1))
+    assert conn.record(0).exception == "middleware.codes.InvalidCloseCode"
+
+
+@pytest.mark.parametrize("reraise", [True, False])
+@pytest.mark.parametrize("how", ["app failed first", "server refused the accept"])
+def test_an_exception_before_accept_sends_nothing(how: str, reraise: bool) -> None:
+    """In state CONNECTING no close can reach the client: the server answers (HTTP 500)."""
+    conn = make(reraise=reraise)
+    error = RuntimeError("a header the server cannot send")
+    # Either way the core never heard server_accepted().
+    ending = conn.app_ended(error)
+    assert ending == Ending(close=None, reraise=reraise, log_traceback=not reraise)
+    record = conn.record(0)
+    assert (record.accepted, record.code, record.exception) == (False, None, "RuntimeError")
+
+
+def test_an_exception_after_the_apps_close_sends_nothing_more() -> None:
+    conn = opened()
+    conn.app_closes(close(4000))
+    ending = conn.app_ended(RuntimeError())
+    assert ending.close is None
+    assert ending.reraise
+    record = conn.record(0)
+    assert (record.code, record.initiator, record.exception) == (4000, "app", "RuntimeError")
+
+
+@pytest.mark.parametrize(
+    "error", [WebSocketDisconnect(1000), ConnectionResetError(), OSError("gone")]
+)
+def test_a_disconnect_exception_while_open_is_an_app_error(error: Exception) -> None:
+    conn = opened()
+    ending = conn.app_ended(error)
+    assert ending.close == close(1011, "internal error")
+    assert conn.record(0).exception is not None
+
+
+@pytest.mark.parametrize(
+    "error", [WebSocketDisconnect(1001), ConnectionResetError(), OSError("gone")]
+)
+@pytest.mark.parametrize(
+    "end", ["server reported", "send found the peer gone", "app closed", "too big"]
+)
+def test_a_disconnect_exception_after_the_end_is_ordinary(error: Exception, end: str) -> None:
+    conn = opened(limit=10)
+    if end == "server reported":
+        conn.server_disconnects(disconnect(1001))
+    elif end == "send found the peer gone":
+        conn.peer_gone()
+    elif end == "app closed":
+        conn.app_closes(close(4000))
+    else:
+        conn.message_too_big()
+    before = conn.record(0)
+    assert conn.app_ended(error) == Ending()
+    record = conn.record(0)
+    assert record.exception is None
+    assert record == before
+
+
+@pytest.mark.parametrize("error", [asyncio.CancelledError(), KeyboardInterrupt(), SystemExit()])
+@pytest.mark.parametrize("accepted", [True, False])
+def test_a_cancelled_task_is_torn_down_by_the_server(error: BaseException, accepted: bool) -> None:
+    conn = opened() if accepted else make()
+    assert conn.app_ended(error) == Ending(close=None, reraise=True)
+    assert conn.state is State.TORN_DOWN
+    record = conn.record(0)
+    assert (record.accepted, record.code, record.initiator) == (accepted, None, "server")
+    assert record.exception is None
+    assert not conn.awaits_server_report()
+
+
+def test_a_cancellation_after_the_end_leaves_the_record_as_it_was() -> None:
+    conn = opened()
+    conn.app_closes(close(4000, "bye"))
+    assert conn.app_ended(asyncio.CancelledError()) == Ending(reraise=True)
+    assert said(conn.record(0)) == (True, 4000, "bye", "app")
+
+
+# A close the server did not send -------------------------------------------------------------
+
+
+def test_a_close_the_server_refused_is_its_1011() -> None:
+    """daphne's library sends only 1000 and 3000-4999, raises naming the code otherwise, and
+    closes with 1011 once the error reaches it."""
+    conn = opened()
+    sent = conn.app_closes(close(1001, "going"))
+    assert sent is not None
+    conn.close_failed(sent, DAPHNE_REFUSES_1001)
+    record = conn.record(0)
+    assert (record.code, record.requested_code) == (1011, 1001)
+    assert record.violation is not None
+    assert "refused" in record.violation
+    assert "1001" in record.violation
+    assert record.exception is None
+
+
+def test_a_refusal_of_closeguards_own_close_keeps_no_requested_code() -> None:
+    conn = opened(limit=10)
+    sent, _ = conn.message_too_big()
+    conn.close_failed(
+        sent, Exception("invalid close code 1009 (must be 1000 or from [3000, 4999])")
+    )
+    record = conn.record(0)
+    assert (record.code, record.requested_code) == (1011, None)
+    assert record.violation is not None
+    assert "refused to send close code 1009" in record.violation
+
+
+def test_a_refusal_of_a_substitute_keeps_both_reasons() -> None:
+    conn = opened(replace=True)
+    sent = conn.app_closes(close(1015))
+    assert sent == close(1011, "")
+    conn.close_failed(sent, Exception("invalid close code 1011 (must be 1000 or ...)"))
+    record = conn.record(0)
+    assert (record.code, record.requested_code) == (1011, 1015)
+    assert record.violation is not None
+    assert "1015" in record.violation
+    assert "refused to send close code 1011" in record.violation
+
+
+def test_any_other_close_failure_leaves_no_code() -> None:
+    conn = opened()
+    sent = conn.app_closes(close(1000))
+    assert sent is not None
+    error = AttributeError("'WebSocketProtocol' object has no attribute 'transfer_data_task'")
+    conn.close_failed(sent, error)
+    record = conn.record(0)
+    assert record.code is None
+    assert record.violation is not None
+    assert "failed to send close code 1000" in record.violation
+    assert "AttributeError" in record.violation
+    assert "refused" not in record.violation
+    assert record.exception is None
+
+
+def test_a_1000_is_never_called_refused_whatever_the_error_says() -> None:
+    conn = opened()
+    sent = conn.app_closes(close(1000))
+    assert sent is not None
+    conn.close_failed(sent, Exception("invalid close code 1000"))
+    record = conn.record(0)
+    assert record.code is None
+    assert record.violation is not None
+    assert "refused" not in record.violation
+
+
+def test_a_close_interrupted_by_cancellation_has_no_known_code() -> None:
+    conn = opened()
+    ending = conn.app_ended(None)
+    assert ending.close == close(1000, "")
+    conn.close_interrupted()
+    assert conn.state is State.TORN_DOWN
+    record = conn.record(0)
+    assert (record.accepted, record.code, record.initiator) == (True, None, "server")
+    assert not conn.awaits_server_report()
+
+
+# The record ----------------------------------------------------------------------------------
+
+
+def test_the_record_has_its_fields_in_order_and_the_counts_where_they_belong() -> None:
+    conn = opened()
+    conn.app_closes(close(4000, "bye"))
+    record = conn.record(0.5, Counts(1, 2, 3, 4))
+    assert list(record.as_dict()) == list(FIELD_NAMES)
     assert (record.messages_received, record.bytes_received) == (1, 2)
     assert (record.messages_sent, record.bytes_sent) == (3, 4)
+    assert (record.connection_id, record.path, record.duration) == ("c1", "/ws", 0.5)
+
+
+def test_counts_default_to_nothing() -> None:
+    record = opened().record(0)
+    assert (record.messages_received, record.bytes_received) == (0, 0)
+    assert (record.messages_sent, record.bytes_sent) == (0, 0)
 
 
 @pytest.mark.parametrize(
     ("client", "shown"),
     [
-        (("127.0.0.1", 5000), "127.0.0.1:5000"),
+        (("1.2.3.4", 5), "1.2.3.4:5"),
+        (("::1", 5), "[::1]:5"),
         (["::1", 443], "[::1]:443"),  # ASGI allows any two-item iterable; servers give these
+        (("203.0.113.7", 0), "203.0.113.7"),  # port 0: unknown (uvicorn --proxy-headers)
         (None, None),
         ("127.0.0.1:5000", "127.0.0.1:5000"),
         (("unix-socket",), None),
     ],
 )
 def test_the_client_is_made_text_for_the_record(client: object, shown: str | None) -> None:
-    conn = Connection(
-        connection_id="c1",
-        path="/ws",
-        client=client,
-        max_message_size=None,
-        replace_invalid=False,
-    )
-    assert conn.fields(0, (0, 0, 0, 0))["client"] == shown
+    assert client_text(client) == shown
+    conn = Connection(connection_id="c1", path="/ws", client=client, max_message_size=None)
+    assert conn.record(0).client == shown
+
+
+# Sizes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("", 0),
+        ("hello", 5),
+        ("é", 2),
+        ("€", 3),
+        ("😀", 4),
+        ("aé€😀", 10),
+        ("\ud800", 3),  # a lone surrogate: never raises, counts as a lenient encoder writes it
+        ("ok\udfff", 5),
+    ],
+)
+def test_text_is_measured_in_utf8_bytes(text: str, size: int) -> None:
+    assert utf8_size(text) == size
+    assert message_size({"type": "websocket.receive", "text": text}) == size
+    assert message_size({"type": "websocket.send", "text": text}) == size
+
+
+@pytest.mark.parametrize(
+    ("message", "size"),
+    [
+        ({"type": "websocket.receive", "bytes": b"\x00\xff\x10"}, 3),
+        ({"type": "websocket.receive", "bytes": b""}, 0),
+        ({"type": "websocket.receive", "text": None, "bytes": b"ab"}, 2),
+        ({"type": "websocket.send", "bytes": None, "text": "é"}, 2),
+        ({"type": "websocket.send"}, 0),
+    ],
+)
+def test_message_size_takes_text_or_bytes(message: dict[str, object], size: int) -> None:
+    assert message_size(message) == size
+
+
+def test_the_limit_counts_bytes_not_characters() -> None:
+    """A text of exactly ``limit`` UTF-8 bytes fits though it has fewer characters; one more
+    character of any kind does not."""
+    limit = 10
+    at_limit = {"type": "websocket.receive", "text": "é" * 5}
+    over = {"type": "websocket.receive", "text": "é" * 5 + "a"}
+    assert message_size(at_limit) == limit
+    assert len("é" * 5) < limit
+    assert message_size(over) == limit + 1
+    assert len("é" * 5 + "a") < limit
