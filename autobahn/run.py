@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path
+    sys.path.insert(0, str(ROOT))
+
+from tests.processes import free_port, running  # noqa: E402
+
 IMPLEMENTATIONS = ("websockets-sansio", "websockets", "wsproto")
 VARIANTS = ("bare", "guarded")
 CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*"]
@@ -40,12 +43,6 @@ WSTEST_TIMEOUT = 600
 RERUNS = 4
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def uvicorn(ws: str, app: str, log: Path) -> Iterator[str]:
     """Serve ``echo_app:<app>`` with uvicorn ``--ws <ws>`` on 127.0.0.1; yield its URL."""
@@ -56,28 +53,8 @@ def uvicorn(ws: str, app: str, log: Path) -> Iterator[str]:
         "--log-level", "warning",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn {ws} {app} exited: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"uvicorn {ws} {app} did not listen") from None
-                time.sleep(0.05)
+    with running(command, port, output=log, env=env, what=f"uvicorn {ws} {app}"):
         yield f"ws://127.0.0.1:{port}/echo"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def make_spec(servers: dict[str, str], outdir: str, cases: list[str]) -> dict[str, object]:

@@ -12,12 +12,12 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+from tests import processes
 
 from . import common
 from .common import Figure, fmt, fmt_figure, paired_ratios
 
-REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,16 +51,14 @@ def launch(variant: str, ws: str, extra: Sequence[str] = ()) -> subprocess.Popen
         command += ["--cpu", str(common.core(common.SERVER_CPU))]
     # One hash seed for every server: string hashes set dict layouts, and with them a few
     # per cent of speed that would otherwise differ from process to process, not by variant.
-    return subprocess.Popen(
-        command,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+    return processes.start(
+        command, output=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": "0"}
     )
 
 
 def ready(process: subprocess.Popen[bytes], variant: str, ws: str, timeout: float = 20.0) -> Server:
-    """Wait for the server's ``PORT <n>`` line."""
+    """Read the server's ``PORT <n>`` line (it binds its own port), then wait until uvicorn
+    listens on it."""
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = b""
@@ -68,22 +66,24 @@ def ready(process: subprocess.Popen[bytes], variant: str, ws: str, timeout: floa
         remaining = deadline - time.monotonic()
         readable, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
         if not readable:
-            process.kill()
+            processes.stop(process)
             raise RuntimeError(f"bench server {variant}/{ws} did not start in {timeout}s")
         chunk = os.read(process.stdout.fileno(), 1)
         if not chunk:
             raise RuntimeError(f"bench server {variant}/{ws} exited: {process.wait()}")
         line += chunk
-    return Server(variant, ws, process, int(line.split()[1]))
+    port = int(line.split()[1])
+    processes.wait_until(
+        process,
+        lambda: processes.listening(port),
+        timeout=max(deadline - time.monotonic(), 0.0),
+        what=f"bench server {variant}/{ws}",
+    )
+    return Server(variant, ws, process, port)
 
 
 def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait(timeout=10)
+    processes.stop(server.process)
 
 
 @contextlib.contextmanager
@@ -97,7 +97,6 @@ def running(specs: Sequence[tuple[str, str, Sequence[str]]]) -> Iterator[list[Se
             launched.append((launch(variant, ws, extra), variant, ws))
         for process, variant, ws in launched:
             started.append(ready(process, variant, ws))
-        time.sleep(0.3)  # uvicorn's startup after the socket is bound
         yield started
     finally:
         for process, variant, ws in launched:

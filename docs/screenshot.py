@@ -10,28 +10,19 @@ playwright, as the browser tests do), saves a full-page PNG, and stops the servi
 from __future__ import annotations
 
 import argparse
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path
+    sys.path.insert(0, str(REPO))
+
+from tests import chromium  # noqa: E402  (the browser tests' launch, flags included)
+from tests.processes import free_port, running  # noqa: E402
+
 #: (section, {label: value}, button): what a person would try first, one run per scenario.
 RUNS: list[tuple[str, dict[str, str], str]] = [
     ("close", {"Code": "1005", "Reason": "no status"}, "Close from the server"),
@@ -41,26 +32,6 @@ RUNS: list[tuple[str, dict[str, str], str]] = [
     ("size", {}, "Send"),  # the default size is the limit plus one byte
     ("client", {"Code": "4321", "Reason": "bye from the page"}, "Close from the browser"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"the service did not answer {url} within {timeout} s")
 
 
 def work_the_page(page: Page) -> None:
@@ -75,35 +46,24 @@ def work_the_page(page: Page) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "explorer.png")
-    parser.add_argument("--chromium", default=shutil.which("chromium"))
+    parser.add_argument("--chromium", default=chromium.executable())
     args = parser.parse_args(argv)
     if not args.chromium:
         raise SystemExit("chromium is not installed: run .ci/setup.d/20-chromium.sh")
 
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/healthz", process)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/")
-            work_the_page(page)
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.output), full_page=True)
-            browser.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    command = [sys.executable, "-m", "app", "--port", str(port)]
+    with (
+        running(command, port, output=subprocess.DEVNULL, grace=15, what="the service"),
+        sync_playwright() as playwright,
+    ):
+        browser = chromium.launch(playwright, args.chromium)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        work_the_page(page)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(args.output), full_page=True)
+        browser.close()
     print(f"wrote {args.output}")
 
 

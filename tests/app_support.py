@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,22 +23,11 @@ from typing import Any
 
 import pytest
 
-from tests.servers import stop
+from tests import chromium
+from tests.processes import running, stop
 
-REPO = Path(__file__).resolve().parent.parent
 #: The venv's own bin directory first, so ``uvicorn`` in a command is this venv's.
 BIN_DIR = str(Path(sys.executable).parent)
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, str]:
@@ -89,14 +77,9 @@ class AppProcess:
 
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, as a container runtime sends; the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
-            raise AssertionError(f"the service did not stop within {timeout} s") from None
+        status = stop(self.process, grace=timeout)
+        assert status != -signal.SIGKILL, f"the service did not stop within {timeout} s"
+        return status
 
 
 def app_env(**overrides: str) -> dict[str, str]:
@@ -112,36 +95,34 @@ def app_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def healthy(url: str) -> bool:
+    """Whether the service at ``url`` answers ``/healthz`` with 200 (its readiness check)."""
+    try:
+        return http_get(f"{url}/healthz", timeout=1)[0] == 200
+    except OSError:
+        return False
+
+
 @contextmanager
 def run_app(
     command: Sequence[str], port: int, log_path: Path, env: dict[str, str] | None = None
 ) -> Iterator[AppProcess]:
-    """Start ``command`` in the repository root, wait for ``/healthz``, stop it at the end."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            list(command),
-            cwd=REPO,
-            env=env if env is not None else app_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    running = AppProcess(process, port, log_path)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the service exited early:\n{running.log_text()}")
-            try:
-                if http_get(f"{running.http}/healthz", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no /healthz within 20 s:\n{running.log_text()}")
-            time.sleep(0.05)
-        yield running
-    finally:
-        stop(process, grace=15)
+    """Start ``command`` in the repository root, wait for ``/healthz``, stop it at the end.
+
+    ``/healthz``, not just an open port: with ``--workers`` the parent listens before any
+    worker can answer.
+    """
+    url = f"http://127.0.0.1:{port}"
+    with running(
+        command,
+        port,
+        output=log_path,
+        env=env if env is not None else app_env(),
+        grace=15,
+        ready=lambda: healthy(url),
+        what="the service",
+    ) as process:
+        yield AppProcess(process, port, log_path)
 
 
 def python_m_app(port: int) -> list[str]:
@@ -150,7 +131,7 @@ def python_m_app(port: int) -> list[str]:
 
 def chromium_path() -> str:
     """Debian's chromium; missing is a failure in CI (``CI`` set) and a skip elsewhere."""
-    path = shutil.which("chromium")
+    path = chromium.executable()
     if path is None:
         message = "chromium is not installed (.ci/setup.d/20-chromium.sh installs it)"
         if os.environ.get("CI"):

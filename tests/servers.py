@@ -1,16 +1,15 @@
 """Real ASGI servers in their own processes, on 127.0.0.1 at an ephemeral port.
 
-Each server kind is a command line; the wire tests run unchanged under every kind listed in
-:data:`SERVERS`. What closeguard logged comes back through the JSON-lines file that
-``tests/wire_app.py`` writes, and what the server itself printed through its output file.
+Each server kind is a command line, started and stopped by :mod:`tests.processes`; the wire
+tests run unchanged under every kind listed in :data:`SERVERS`. What closeguard logged comes
+back through the JSON-lines file that ``tests/wire_app.py`` writes, and what the server itself
+printed through its output file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import ROOT, free_port, running
+
 APP = "tests.wire_app:app"
 #: The same routes with no closeguard in front: what each server does on its own.
 BARE_APP = "tests.bare_app:app"
@@ -142,24 +142,6 @@ def client_close_recorded(kind: str, code: int, reason: str) -> tuple[int, str]:
     return (code, reason)
 
 
-def stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    """End a server as a supervisor would: SIGTERM, ``grace`` seconds, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class RunningServer:
     """A server process and the files through which it reports."""
@@ -201,19 +183,6 @@ class RunningServer:
         return self.output_path.read_text(encoding="utf-8", errors="replace")
 
 
-def _wait_until_listening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server did not listen on 127.0.0.1:{port} within {timeout} s")
-
-
 @contextmanager
 def run_server(
     kind: str, workdir: Path, env: dict[str, str] | None = None, app: str = APP
@@ -225,13 +194,6 @@ def run_server(
     output_path = workdir / f"{name}-output.log"
     environment = {**os.environ, "CLOSEGUARD_TEST_LOG": str(log_path), "PYTHONPATH": str(ROOT)}
     environment.update(env or {})
-    with open(output_path, "wb") as output:
-        command = SERVERS[kind](port, app)
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=environment, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        _wait_until_listening(port, process, timeout=20)
+    command = SERVERS[kind](port, app)
+    with running(command, port, output=output_path, env=environment, what=kind) as process:
         yield RunningServer(kind, f"ws://127.0.0.1:{port}", log_path, output_path, process)
-    finally:
-        stop(process)

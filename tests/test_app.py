@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 
 from app import settings as app_settings
-from tests.conftest import talk
-from tests.servers import free_port
-from tests.test_app_support import (
-    REPO,
+from tests.app_support import (
     AppProcess,
     app_env,
     http_get,
     python_m_app,
     run_app,
 )
+from tests.conftest import talk
+from tests.processes import ROOT, free_port
 
 LIMIT = 1024
 
@@ -136,7 +135,7 @@ def test_a_bad_setting_stops_the_process_with_one_line(
     )
     done = subprocess.run(
         command,
-        cwd=REPO,
+        cwd=ROOT,
         env=app_env(**{variable: value}),
         capture_output=True,
         text=True,

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.servers import free_port
-from tests.test_app_support import (
-    CHROMIUM_ARGS,
+from tests import chromium
+from tests.app_support import (
     AppProcess,
     app_env,
     chromium_path,
     python_m_app,
     run_app,
 )
+from tests.processes import free_port
 
 LIMIT = 1024
 #: How long a scenario may take from the click to both panels shown (it takes about 0.1 s).
@@ -40,7 +40,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
 def browser() -> Iterator[Browser]:
     executable = chromium_path()
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        launched = chromium.launch(playwright, executable)
         yield launched
         launched.close()
 

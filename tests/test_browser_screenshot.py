@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_app_support import REPO, app_env, chromium_path
+from tests.app_support import app_env, chromium_path
+from tests.processes import ROOT
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -23,7 +24,7 @@ def test_the_screenshot_script_writes_the_whole_page(tmp_path: Path) -> None:
     command = [sys.executable, "docs/screenshot.py", "--output", str(output)]
     command += ["--chromium", chromium]
     done = subprocess.run(
-        command, cwd=REPO, env=app_env(), capture_output=True, text=True, timeout=120, check=False
+        command, cwd=ROOT, env=app_env(), capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"wrote {output}"
@@ -33,5 +34,5 @@ def test_the_screenshot_script_writes_the_whole_page(tmp_path: Path) -> None:
 
 
 def test_the_committed_screenshot_is_a_full_page_png() -> None:
-    width, height = png_size(REPO / "docs" / "explorer.png")
+    width, height = png_size(ROOT / "docs" / "explorer.png")
     assert (width, height > 2500) == (1200, True)

@@ -19,11 +19,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.app_support import AppProcess, app_env, http_get, run_app
 from tests.conftest import talk
-from tests.servers import free_port
-from tests.test_app_support import REPO, AppProcess, app_env, http_get, run_app
+from tests.processes import ROOT, free_port
 
-DOCKERFILE = REPO / "Dockerfile"
+DOCKERFILE = ROOT / "Dockerfile"
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -110,7 +110,7 @@ def test_the_cmd_is_uvicorn_with_proxy_headers_and_a_graceful_shutdown() -> None
 def test_the_build_context_holds_only_what_the_image_copies() -> None:
     patterns = [
         line.strip()
-        for line in (REPO / ".dockerignore").read_text().splitlines()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert patterns[0] == "*"
@@ -122,7 +122,7 @@ def test_the_build_context_holds_only_what_the_image_copies() -> None:
         if not source.startswith("--")
     }
     assert copied == allowed == {"pyproject.toml", "README.md", "middleware", "app"}
-    assert all((REPO / path).exists() for path in copied)
+    assert all((ROOT / path).exists() for path in copied)
 
 
 # Running exactly that CMD -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from tests.fuzz_support import (
     RawClient,
     Wire,
 )
-from tests.servers import free_port
+from tests.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 1000
@@ -73,24 +74,15 @@ def debug(port: int, collect: bool = False) -> dict[str, Any]:
     return data
 
 
-def start_server(ws: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def load_server(ws: str, port: int, log: Path) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    """The load app under uvicorn ``--ws ws``; uvicorn's tracebacks for the exception
+    scenarios go to ``log``."""
     command = [
         sys.executable, "-m", "uvicorn", "tests.fuzz_support:load_app", "--host", "127.0.0.1",
         "--port", str(port), "--ws", ws, "--lifespan", "off", "--log-level", "error",
         "--backlog", "2048", "--timeout-graceful-shutdown", "5",
     ]  # fmt: skip
-    with log.open("wb") as out:  # uvicorn's tracebacks for the exception scenarios go here
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the load server exited at start"
-        try:
-            debug(port)
-            return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("the load server did not start within 15 s")
+    return running(command, port, output=log, timeout=15, grace=15, what="the load server")
 
 
 class Barrier:
@@ -189,8 +181,7 @@ def test_thousand_concurrent_connections_with_faults(ws_impl: str, tmp_path: Pat
     fd_limit = raise_fd_limit(CONNECTIONS + 500)
     port = free_port()
     log = tmp_path / "server.log"
-    server = start_server(ws_impl, port, log)
-    try:
+    with load_server(ws_impl, port, log):
         # Warm up (imports, caches, the first of each path) so "before" is a fair baseline.
         asyncio.run(asyncio.wait_for(run_load(port, 70), 30))
         before = settle(port, 70)
@@ -225,10 +216,3 @@ def test_thousand_concurrent_connections_with_faults(ws_impl: str, tmp_path: Pat
         assert rounds[1][1] - rounds[0][1] < 15.0, (
             f"RSS grew {rounds[1][1] - rounds[0][1]:.1f} MiB in a second round: a leak"
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)

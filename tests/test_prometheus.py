@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 
 from middleware import WebSocketCloseMiddleware
 from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
+from tests.app_support import BIN_DIR, app_env, http_get, run_app
 from tests.conftest import serve, talk
-from tests.servers import free_port
-from tests.test_app_support import BIN_DIR, REPO, app_env, http_get, run_app
+from tests.processes import ROOT, free_port
 
 
 def metrics_app(registry: CollectorRegistry) -> Starlette:
@@ -162,7 +162,7 @@ def test_the_values_of_several_processes_are_summed(tmp_path: Path) -> None:
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for code, count in (("4000", "3"), ("4000", "2"), ("1000", "1")):
         command = [sys.executable, "-c", child, code, count]
-        subprocess.run(command, env=env, cwd=REPO, check=True, timeout=30)
+        subprocess.run(command, env=env, cwd=ROOT, check=True, timeout=30)
     assert len(list(tmp_path.glob("counter_*.db"))) == 3
 
     text = exposition(multiprocess_dir=str(tmp_path))[0].decode().splitlines()
@@ -182,7 +182,7 @@ def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None
         "import os; os._exit(0)  # killed: nothing is decremented\n"
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", child], env=env, cwd=REPO, check=True, timeout=30)
+    subprocess.run([sys.executable, "-c", child], env=env, cwd=ROOT, check=True, timeout=30)
     assert len(list(tmp_path.glob("gauge_livesum_*.db"))) == 1
 
     stale = CollectorRegistry()
@@ -198,4 +198,4 @@ def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None
 @pytest.mark.parametrize("module", ["middleware", "middleware.codes", "middleware.asgi"])
 def test_the_core_never_imports_prometheus_client(module: str) -> None:
     code = f"import sys, {module}; assert 'prometheus_client' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=30)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
