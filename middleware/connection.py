@@ -232,7 +232,7 @@ class Connection:
             # The client left before the server took an accept: no code ever applied.
             self.state = State.DISCONNECTED
             self._ended(None, "", "client")
-        elif self.state is State.OPEN or (self.state is State.DISCONNECTED and self.code is None):
+        elif self.state is State.OPEN or self.awaits_server_report():
             self.state = State.DISCONNECTED
             code = message.get("code")
             code = code if isinstance(code, int) else CloseCode.NO_STATUS_RCVD

@@ -8,6 +8,7 @@ finds its own connection's record among all the others by its path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -18,7 +19,13 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from middleware import LOGGER_NAME, InvalidCloseCode, WebSocketCloseMiddleware, connection_id
+from middleware import (
+    LOGGER_NAME,
+    CloseRecord,
+    InvalidCloseCode,
+    WebSocketCloseMiddleware,
+    connection_id,
+)
 from middleware.record import FIELD_NAMES
 
 #: Small enough to reach quickly, and below every server's own limit.
@@ -42,6 +49,29 @@ class JsonLinesHandler(logging.Handler):
         line.update({name: getattr(record, name, None) for name in FIELD_NAMES})
         with open(self.path, "a", encoding="utf-8") as out:
             out.write(json.dumps(line) + "\n")
+
+
+def on_close(record: CloseRecord) -> None:
+    """Every ``on_close`` call as one JSON line in ``$CLOSEGUARD_TEST_HOOKS``, when set."""
+    path = os.environ.get("CLOSEGUARD_TEST_HOOKS")
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record.as_dict()) + "\n")
+
+
+class BrokenHandler(logging.Handler):
+    """A log shipper whose sink is down: ``emit`` raises."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise ConnectionRefusedError("the log sink is down")
+
+
+def _broken_logger() -> logging.Logger:
+    logger = logging.getLogger("closeguard.tests.broken")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(BrokenHandler())
+    return logger
 
 
 def _configure_logging() -> None:
@@ -106,6 +136,48 @@ async def echo_text(websocket: WebSocket) -> None:
         await websocket.send_text(await websocket.receive_text())
 
 
+async def ticker(websocket: WebSocket) -> None:
+    """Only sends, never reads: a client's close reaches it as a failed send."""
+    await websocket.accept()
+    while True:
+        await websocket.send_text("tick")
+        await asyncio.sleep(0.005)
+
+
+#: Headers a server cannot send: a value holding CR/LF, and str where ASGI says bytes.
+BAD_ACCEPT_HEADERS: dict[str, Any] = {
+    "crlf": [(b"x-bad", b"one\r\nx-injected: two")],
+    "str": [("x-str", "value")],
+}
+
+
+async def bad_accept(websocket: WebSocket) -> None:
+    await websocket.accept(headers=BAD_ACCEPT_HEADERS[websocket.path_params["kind"]])
+    await websocket.send_text("accepted")
+    await websocket.close()
+
+
+async def slow_accept(websocket: WebSocket) -> None:
+    """Accept only after the client may have left."""
+    await asyncio.sleep(float(websocket.query_params.get("delay", "0.8")))
+    await websocket.accept()
+    await websocket.send_text("accepted")
+    await websocket.receive_text()
+
+
+#: Larger than any socket buffer: a client that does not read leaves the server's send waiting.
+FLOOD_BYTES = 8 * 1024 * 1024
+
+
+async def flood(websocket: WebSocket) -> None:
+    """Send more than a non-reading client can take, then return (closeguard's 1000 is due)
+    or raise (its 1011 is due): that close waits in the server's send."""
+    await websocket.accept()
+    await websocket.send_bytes(b"x" * FLOOD_BYTES)
+    if websocket.path_params["then"] == "raise":
+        raise RuntimeError("failed after the flood")
+
+
 # Raw ASGI apps: what only the ASGI level can do ------------------------------------------
 
 
@@ -140,6 +212,10 @@ def scenarios() -> Starlette:
             WebSocketRoute("/id/{token}", tell_id),
             WebSocketRoute("/small/echo/{token}", echo),
             WebSocketRoute("/echo-text/{token}", echo_text),
+            WebSocketRoute("/ticker/{token}", ticker),
+            WebSocketRoute("/bad-accept/{kind}/{token}", bad_accept),
+            WebSocketRoute("/slow-accept/{token}", slow_accept),
+            WebSocketRoute("/flood/{then}/{token}", flood),
         ]
     )
 
@@ -174,8 +250,11 @@ def build() -> ASGIApp:
                 _strip("/replace", inner), invalid_close="replace"
             ),
             "/swallow/": WebSocketCloseMiddleware(_strip("/swallow", inner), reraise=False),
+            "/broken-log/": WebSocketCloseMiddleware(
+                _strip("/broken-log", inner), logger=_broken_logger(), on_close=on_close
+            ),
         },
-        default=WebSocketCloseMiddleware(inner, max_message_size=_limit),
+        default=WebSocketCloseMiddleware(inner, max_message_size=_limit, on_close=on_close),
     )
 
 
