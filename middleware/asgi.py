@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -34,6 +35,18 @@ LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
 #: How long to wait, after a send found the peer gone, for the server to say how the
 #: connection ended. Every server measured has queued that report by the time send raises.
 SERVER_REPORT_WAIT = 1.0
+
+
+#: Connections whose record is not yet written, each with what writes it. A server that exits
+#: without ending its app tasks (daphne at SIGTERM, granian at times) leaves some here, and the
+#: process's exit writes them, so that no connection goes unrecorded.
+_unwritten: dict[Connection, Callable[[], None]] = {}
+
+
+@atexit.register
+def _write_unwritten_records() -> None:
+    for write in list(_unwritten.values()):
+        write()
 
 
 def connection_id(scope: Scope) -> str | None:
@@ -115,6 +128,12 @@ class WebSocketCloseMiddleware:
                 # Otherwise the app closed first: read on, to the disconnect the server reports.
             return too_big_disconnect
 
+        def write_at_exit() -> None:
+            conn.process_exiting()
+            self._write(conn, started, Counts(received, received_bytes, sent, sent_bytes), None)
+
+        _unwritten[conn] = write_at_exit
+
         async def guarded_send(message: Message) -> None:
             nonlocal sent, sent_bytes
             if message["type"] != "websocket.send" or conn.state is not State.OPEN:
@@ -162,8 +181,14 @@ class WebSocketCloseMiddleware:
             if server.conn.awaits_server_report():
                 await server.read_report()
         finally:
-            record = server.conn.record(time.perf_counter() - started, counts)
-            self.publish(record, exc if ending.log_traceback else None)
+            self._write(server.conn, started, counts, exc if ending.log_traceback else None)
+
+    def _write(
+        self, conn: Connection, started: float, counts: Counts, exc: BaseException | None
+    ) -> None:
+        """Write this connection's one record, unless it has been written already."""
+        if _unwritten.pop(conn, None) is not None:
+            self.publish(conn.record(time.perf_counter() - started, counts), exc)
 
     def publish(self, record: CloseRecord, exc: BaseException | None = None) -> None:
         """Log the record, then hand it to ``on_close``. Neither a broken log handler nor a

@@ -279,6 +279,13 @@ class Connection:
             self._ended(None, "", self.initiator)
         self.violation = note if self.violation is None else f"{self.violation}; {note}"
 
+    def process_exiting(self) -> None:
+        """The process is exiting and the app's task never ended: the server stopped without
+        ending it (daphne at SIGTERM). Whatever the server did to the wire is unknown."""
+        if self.state in (State.OPEN, State.CONNECTING):
+            self.state = State.TORN_DOWN
+            self._ended(None, "", "server")
+
     def close_interrupted(self) -> None:
         """The task was cancelled while the server held a close: whether any of it reached
         the wire is unknown, and the server, tearing the task down, ends the connection."""
