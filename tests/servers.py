@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +34,7 @@ def _uvicorn(ws: str) -> Command:
     def command(port: int, app: str) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--ws", ws, "--lifespan", "off", "--log-level", "info",
+            "--ws", ws, "--lifespan", "on", "--log-level", "info",
         ]  # fmt: skip
 
     return command
@@ -168,16 +168,32 @@ class RunningServer:
         Waits for the first, then a moment longer, so that a second record would show, and
         so that what the server logs about this connection is in its output before the next.
         """
+        return self.records_by_token([token], timeout, settle)[token]
+
+    def records_by_token(
+        self, tokens: Sequence[str], timeout: float = 5.0, settle: float = 0.2
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The log records of each connection whose path holds one of ``tokens``.
+
+        Waits until every token has a record (or ``timeout`` passes), then once a moment
+        longer, as :meth:`records_for` does for one.
+        """
         settle = max(settle, OUTPUT_LAG.get(self.kind, 0.0))
         deadline = time.monotonic() + timeout
-        found: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            found = [line for line in self.log_lines() if token in (line.get("path") or "")]
-            if found:
+        while True:
+            found = self._by_token(tokens)
+            if all(found.values()):
                 time.sleep(settle)
-                return [line for line in self.log_lines() if token in (line.get("path") or "")]
+                return self._by_token(tokens)
+            if time.monotonic() > deadline:
+                return found
             time.sleep(0.02)
-        return found
+
+    def _by_token(self, tokens: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        lines = self.log_lines()
+        return {
+            token: [line for line in lines if token in (line.get("path") or "")] for token in tokens
+        }
 
     def output(self) -> str:
         return self.output_path.read_text(encoding="utf-8", errors="replace")

@@ -8,6 +8,7 @@ connection.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from tests import servers
 from tests.conftest import Seen, talk
+from tests.fuzz_support import RawClient
 from tests.servers import SERVERS, RunningServer, run_server
 from tests.wire_app import DEFAULT_LIMIT, SMALL_LIMIT
 
@@ -285,8 +287,34 @@ async def test_the_app_sees_the_records_connection_id(running: RunningServer) ->
     assert [first.record()["connection_id"], second.record()["connection_id"]] == ids
 
 
-def test_every_connection_left_exactly_one_record(running: RunningServer) -> None:
-    """After the module's connections, no path appears in two records."""
+#: One connection per way a connection can end: (route, what the client sends, its close).
+ENDINGS: dict[str, tuple[str, tuple[str, ...], tuple[int, str] | None]] = {
+    "the app closes": ("/close/4000", (), None),
+    "the app raises after accept": ("/raise", (), None),
+    "the app raises before accept": ("/raise-before-accept", (), None),
+    "the app refuses the handshake": ("/refuse", (), None),
+    "the app returns without a close": ("/return", (), None),
+    "the app sends after its close": ("/raw/send-after-close", (), None),
+    "the client closes": ("/echo", ("hello",), (4321, "bye")),
+    "the client sends too much": ("/echo", ("x" * (DEFAULT_LIMIT + 1),), None),
+}
+
+
+async def test_every_connection_leaves_exactly_one_record(running: RunningServer) -> None:
+    """Connections ending every way, a dropped one too, leave one record each; and no path
+    in the whole log (this module's other connections too, when they ran) has two."""
+    made = {name: Connection(running) for name in [*ENDINGS, "the client drops"]}
+    for name, (route, messages, close) in ENDINGS.items():
+        await talk(made[name].url(route), messages, close=close)
+    dropped = made["the client drops"]
+    port = int(running.url.rsplit(":", 1)[1])
+    client = await RawClient.connect(port, f"/echo/{dropped.token}")
+    assert client.opened
+    client.abort()
+    await asyncio.sleep(0.05)  # the event loop closes the socket, before the wait blocks it
+
+    found = running.records_by_token([conn.token for conn in made.values()])
+    counts = {name: len(found[conn.token]) for name, conn in made.items()}
+    assert counts == dict.fromkeys(made, 1), counts
     paths = [line["path"] for line in running.log_lines()]
-    assert paths, "the server wrote no records at all"
-    assert len(paths) == len(set(paths))
+    assert len(paths) == len(set(paths)), [path for path in paths if paths.count(path) > 1]
