@@ -137,7 +137,7 @@ class WebSocketCloseMiddleware:
         async def guarded_send(message: Message) -> None:
             nonlocal sent, sent_bytes
             if message["type"] != "websocket.send" or conn.state is not State.OPEN:
-                await server.send_other(message)
+                await server.send_checked(message)
                 return
             size = message_size(message)
             try:
@@ -246,8 +246,9 @@ class ServerCalls:
         #: An error the server raised for a valid close, raised to it when the app is done.
         self.error: Exception | None = None
 
-    async def send_other(self, message: Message) -> None:
-        """Accept, close, HTTP denial, and data when the connection is not open."""
+    async def send_checked(self, message: Message) -> None:
+        """Every message but data on an open connection: accept, close, HTTP denial, and data
+        the rules may refuse (after a close), each checked by the core first."""
         conn = self.conn
         message_type = message["type"]
         if message_type == "websocket.close":

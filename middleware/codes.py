@@ -67,7 +67,7 @@ class CloseCode(IntEnum):
 class CodeClass(Enum):
     """Where an integer falls in the close-code space, and so whether an endpoint may send it."""
 
-    SENDABLE = "sendable"
+    STANDARD = "defined by the standard"  # 1000-1003, 1007-1014: the named, sendable codes
     LOCAL_ONLY = "reserved for local use"
     RESERVED = "reserved for the standard"
     LIBRARY = "registered for libraries and frameworks"
@@ -79,7 +79,7 @@ class CodeClass(Enum):
         return self in _SENDABLE_CLASSES
 
 
-_SENDABLE_CLASSES = frozenset({CodeClass.SENDABLE, CodeClass.LIBRARY, CodeClass.PRIVATE})
+_SENDABLE_CLASSES = frozenset({CodeClass.STANDARD, CodeClass.LIBRARY, CodeClass.PRIVATE})
 
 #: Codes an endpoint learns about but must never put in a Close frame (RFC 6455 7.4.1).
 LOCAL_ONLY_CODES = frozenset(
@@ -114,7 +114,7 @@ class InvalidCloseReason(ValueError):
 def classify(code: int) -> CodeClass:
     """Place any integer in the close-code space."""
     if code in STANDARD_SENDABLE_CODES:
-        return CodeClass.SENDABLE
+        return CodeClass.STANDARD
     if code in LOCAL_ONLY_CODES:
         return CodeClass.LOCAL_ONLY
     if code in STANDARD_RANGE:

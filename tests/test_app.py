@@ -240,7 +240,7 @@ async def test_the_record_of_a_rejected_close_says_what_was_asked(service: AppPr
     assert seen.close == (1011, "internal error")
     record = close_record(service, nonce)
     assert record["code"] == 1011
-    assert record["code_description"] == "1011 Internal Error (sendable)"
+    assert record["code_description"] == "1011 Internal Error (defined by the standard)"
     assert record["initiator"] == "middleware"
     assert record["requested_code"] == 1005
     assert "1005 is reserved for local use" in str(record["violation"])

@@ -89,7 +89,7 @@ def test_the_page_shows_the_limit_and_the_named_codes(page: Page) -> None:
 def test_1000_is_clean(page: Page) -> None:
     shown = run(page, "close", "Close from the server", Code="1000", Reason="done")
     assert shown["browser.code"] == "1000"
-    assert shown["browser.meaning"] == "1000 Normal Closure (sendable)"
+    assert shown["browser.meaning"] == "1000 Normal Closure (defined by the standard)"
     assert shown["browser.reason"] == "done"
     assert shown["browser.wasClean"] == "true"
     assert (shown["server.code"], shown["server.initiator"]) == ("1000", "app")
@@ -125,7 +125,7 @@ def test_a_preset_fills_the_fields(page: Page) -> None:
 def test_an_exception_ends_as_1011_with_wasclean_true(page: Page) -> None:
     shown = run(page, "raise", "Run")
     assert shown["browser.code"] == "1011"
-    assert shown["browser.meaning"] == "1011 Internal Error (sendable)"
+    assert shown["browser.meaning"] == "1011 Internal Error (defined by the standard)"
     assert shown["browser.reason"] == "internal error"
     assert shown["browser.wasClean"] == "true"  # uvicorn alone: 1006 and false
     assert (shown["server.code"], shown["server.exception"]) == ("1011", "RuntimeError")

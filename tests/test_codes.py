@@ -21,10 +21,10 @@ from middleware import (
 # The table, written out as the shared document states it.
 TABLE: list[tuple[range, CodeClass]] = [
     (range(0, 1000), CodeClass.OUT_OF_RANGE),
-    (range(1000, 1004), CodeClass.SENDABLE),
+    (range(1000, 1004), CodeClass.STANDARD),
     (range(1004, 1005), CodeClass.RESERVED),
     (range(1005, 1007), CodeClass.LOCAL_ONLY),
-    (range(1007, 1015), CodeClass.SENDABLE),
+    (range(1007, 1015), CodeClass.STANDARD),
     (range(1015, 1016), CodeClass.LOCAL_ONLY),
     (range(1016, 3000), CodeClass.RESERVED),
     (range(3000, 4000), CodeClass.LIBRARY),
@@ -105,7 +105,7 @@ def test_close_code_names_follow_the_rfc_and_iana() -> None:
 @pytest.mark.parametrize(
     ("code", "text"),
     [
-        (1000, "1000 Normal Closure (sendable)"),
+        (1000, "1000 Normal Closure (defined by the standard)"),
         (1006, "1006 Abnormal Closure (reserved for local use)"),
         (1015, "1015 TLS Handshake (reserved for local use)"),
         (1004, "1004 (reserved for the standard)"),
