@@ -13,6 +13,9 @@ every pair:
   makes the server refuse a message closeguard itself produced;
 * the app's exception text never reaches the wire.
 
+A known bug is no exception in these checks: it is a strict xfail of its own, and the property
+leaves out only that bug's inputs, until the fix turns the xfail into a failure.
+
 Most examples run in process against :class:`tests.fake_server.FakeServer`; a smaller,
 derandomized sample runs under real uvicorn (each WebSocket implementation) with a raw client
 that keeps every frame the server sent.
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
@@ -212,10 +215,6 @@ def check_raised(outcome: Outcome, server: FakeServer, reraise: bool, replace: b
         assert server.refusals, "a refusal the server did not record"
         assert server.refusals[-1].origin == "app", server.refusals
         return
-    if isinstance(exc, OSError) and not any(f.kind == "accept" for f in server.wire):
-        # Minor (reported): a close or denial before accept to a peer already gone lets the
-        # server's OSError through and records it as the app's exception. Servers expect it.
-        return
     raise AssertionError(f"closeguard let {exc!r} escape") from exc
 
 
@@ -251,15 +250,12 @@ def check_record(outcome: Outcome, server: FakeServer) -> None:
     http = [frame for frame in wire if frame.kind == "http"]
     closes = [frame for frame in wire if frame.kind == "close"]
     accepted = any(frame.kind == "accept" for frame in wire)
-    if record.accepted and not accepted:
-        # The app accepted, but the peer had gone before the handshake could go out.
-        assert server.peer_left, record
-        assert (record.code, record.initiator) == (1006, "client"), record
-    else:
-        assert record.accepted == accepted, (record, wire)
+    assert record.accepted == accepted, (record, wire)
     if http:
         assert record.http_status == http[0].status, (record, wire)
         assert record.code is None, record
+    else:
+        assert record.http_status is None, (record, wire)
     ours = [frame for frame in closes if frame.origin != "server"]
     if ours:
         frame = ours[0]
@@ -270,16 +266,13 @@ def check_record(outcome: Outcome, server: FakeServer) -> None:
             if record.code == 1011:
                 assert record.reason == "internal error", record
     elif accepted:
-        assert record.initiator == "client", (record, wire)
-        assert record.code in {*server.reported, 1006}, (record, server.reported)
+        # A 1012 (Service Restart) the server reports is the server's: uvicorn sends it when it
+        # shuts down, and a client's own 1012 reads the same.
+        initiator = "server" if record.code == 1012 else "client"
+        assert record.initiator == initiator, (record, wire)
+        assert record.code in server.reported, (record, server.reported)
     data = [frame for frame in wire if frame.kind in ("text", "bytes")]
-    # closeguard counts a message when the app hands it over while the connection is open: a
-    # send the server then refuses because the peer had left is counted too (closeguard does
-    # not wrap the server's send on the per-message path; see middleware/asgi.py).
-    if server.peer_left:
-        assert record.messages_sent >= len(data), (record, wire)
-    else:
-        assert record.messages_sent == len(data), (record, wire)
+    assert record.messages_sent == len(data), (record, wire)
 
 
 # --- In process ------------------------------------------------------------------------------
@@ -333,6 +326,20 @@ def run_in_process(
     return Outcome(raised, list(records), collector.lines, app_ids), server
 
 
+def refuses_a_client_that_drops(script: AppScript, client: list[ClientEvent]) -> bool:
+    """Whether the app answers the handshake with a close or a denial while the client drops.
+
+    These are the inputs of a known bug, pinned as a strict xfail below
+    (:data:`BUG_REFUSAL_TO_A_GONE_CLIENT`): the property runs on every other input, with no
+    exception in its checks. When the bug is fixed, the xfail fails; then this exclusion goes
+    with the mark.
+    """
+    answer = next((s for s in script.steps if isinstance(s, (Accept, Close, Deny))), None)
+    return isinstance(answer, (Close, Deny)) and any(
+        isinstance(event.action, ClientDrop) for event in client
+    )
+
+
 @MODEL
 @given(
     script=app_scripts(),
@@ -344,6 +351,7 @@ def run_in_process(
 def test_any_app_against_any_client_in_process(
     script: AppScript, client: list[ClientEvent], replace: bool, reraise: bool, drop_code: int
 ) -> None:
+    assume(not refuses_a_client_that_drops(script, client))
     outcome, server = run_in_process(
         script, client, replace=replace, reraise=reraise, drop_code=drop_code
     )
@@ -542,11 +550,7 @@ def test_any_app_against_any_client_under_uvicorn(ws_impl: str) -> None:
                 assert refused, f"closeguard let {exc!r} escape"
                 assert not any(made for _, _, made in refused), f"{exc!r} after {refused}"
             for p, kind, made_by_closeguard in served.refused:
-                # closeguard's own close (1011, 1000, 1009) may meet a peer that already left:
-                # it does not watch the server's errors on the per-message path, so it learns
-                # only then, and the server refuses it. Nothing reaches the wire (checked
-                # above); anything else closeguard made must never be refused.
-                if p == path and kind != "websocket.close":
+                if p == path:
                     assert not made_by_closeguard, f"the server refused closeguard's own {kind}"
 
         check()
@@ -566,7 +570,8 @@ def _wait_for_record(records: Records, path: str, timeout: float = 5.0) -> list[
 
 # --- Bugs the properties found, kept as small regression examples ------------------------------
 
-# Both were found by the properties above and fixed in the middleware:
+# Found by the properties above; one is still open (a strict xfail, its inputs left out of the
+# in-process property), these two were fixed in the middleware:
 # - an oversized message the server queued before the app's close made closeguard send a second
 #   Close (its 1009) after the app's;
 # - when the server raised OSError for the app's close (the peer was gone), the record still
@@ -591,6 +596,28 @@ def test_a_close_the_server_could_not_send_is_not_recorded_as_sent() -> None:
     record = outcome.records[0]
     assert record.initiator == "client", record
     assert record.code in (1005, 1006), record
+
+
+BUG_REFUSAL_TO_A_GONE_CLIENT = (
+    "BUG: a close or denial before accept to a client already gone lets the server's OSError "
+    "escape closeguard, and the record says the app refused with HTTP 403 and failed with "
+    "that OSError, though no answer went out and the client had left"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=BUG_REFUSAL_TO_A_GONE_CLIENT)
+@pytest.mark.parametrize("answer", [Close(4000, "no"), Deny(403)], ids=["close", "deny"])
+def test_a_refusal_to_a_client_already_gone_is_the_clients_end(answer: AppStep) -> None:
+    """The properties' own checks on the smallest inputs of the bug: the client drops before
+    the app refuses the handshake, so the server raises OSError for the refusal."""
+    script = AppScript((Receive_(), answer))
+    client = [ClientEvent(0, ClientDrop())]
+    outcome, server = run_in_process(script, client, replace=False, reraise=True, drop_code=1006)
+    assert server.wire == []  # nothing went out: the client had left
+    check_raised(outcome, server, reraise=True, replace=False)
+    check_record(outcome, server)
+    record = outcome.records[0]
+    assert (record.initiator, record.exception) == ("client", None), record
 
 
 def _bug_app(records: Records, body: Callable[[Receive, Send], Any]) -> Any:
