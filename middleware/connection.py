@@ -242,9 +242,12 @@ class Connection:
     def peer_gone(self) -> None:
         """A send raised OSError: the transport is gone (ASGI 2.4). How the connection ended
         is for the server to report; until it does, the code is unknown."""
-        if self.state in (State.OPEN, State.CONNECTING) or self.state in CLOSE_SENT_STATES:
-            self.state = State.DISCONNECTED
-            self._ended(None, "", "client")
+        if self.state in (State.DISCONNECTED, State.TORN_DOWN):
+            return
+        if self.state is State.REFUSED:
+            self.http_status = None  # the refusal never reached anyone
+        self.state = State.DISCONNECTED
+        self._ended(None, "", "client")
 
     def awaits_server_report(self) -> bool:
         """Whether a send found the peer gone and the server has not yet said how it ended."""

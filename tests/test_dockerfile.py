@@ -174,7 +174,7 @@ async def test_sigterm_sends_1012_to_open_websockets_and_logs_their_records(
     assert len(records) == 1
     (record,) = records
     assert record["logger"] == "closeguard"
-    assert (record["path"], record["code"], record["initiator"]) == ("/ws/echo", 1012, "client")
+    assert (record["path"], record["code"], record["initiator"]) == ("/ws/echo", 1012, "server")
     assert (record["messages_received"], record["messages_sent"]) == (1, 1)
     messages = [line["message"] for line in container_cmd.log_lines()]
     assert "Shutting down" in messages

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
@@ -326,20 +326,6 @@ def run_in_process(
     return Outcome(raised, list(records), collector.lines, app_ids), server
 
 
-def refuses_a_client_that_drops(script: AppScript, client: list[ClientEvent]) -> bool:
-    """Whether the app answers the handshake with a close or a denial while the client drops.
-
-    These are the inputs of a known bug, pinned as a strict xfail below
-    (:data:`BUG_REFUSAL_TO_A_GONE_CLIENT`): the property runs on every other input, with no
-    exception in its checks. When the bug is fixed, the xfail fails; then this exclusion goes
-    with the mark.
-    """
-    answer = next((s for s in script.steps if isinstance(s, (Accept, Close, Deny))), None)
-    return isinstance(answer, (Close, Deny)) and any(
-        isinstance(event.action, ClientDrop) for event in client
-    )
-
-
 @MODEL
 @given(
     script=app_scripts(),
@@ -351,7 +337,6 @@ def refuses_a_client_that_drops(script: AppScript, client: list[ClientEvent]) ->
 def test_any_app_against_any_client_in_process(
     script: AppScript, client: list[ClientEvent], replace: bool, reraise: bool, drop_code: int
 ) -> None:
-    assume(not refuses_a_client_that_drops(script, client))
     outcome, server = run_in_process(
         script, client, replace=replace, reraise=reraise, drop_code=drop_code
     )
@@ -570,12 +555,13 @@ def _wait_for_record(records: Records, path: str, timeout: float = 5.0) -> list[
 
 # --- Bugs the properties found, kept as small regression examples ------------------------------
 
-# Found by the properties above; one is still open (a strict xfail, its inputs left out of the
-# in-process property), these two were fixed in the middleware:
+# Found by the properties above, and fixed in the middleware:
 # - an oversized message the server queued before the app's close made closeguard send a second
 #   Close (its 1009) after the app's;
 # - when the server raised OSError for the app's close (the peer was gone), the record still
-#   said the app's close went out.
+#   said the app's close went out;
+# - a close or denial before accept to a client already gone let the server's OSError escape,
+#   and the record said the app refused with HTTP 403 though nothing went out.
 
 
 def test_oversized_message_after_the_apps_close_adds_no_second_close() -> None:
@@ -598,14 +584,6 @@ def test_a_close_the_server_could_not_send_is_not_recorded_as_sent() -> None:
     assert record.code in (1005, 1006), record
 
 
-BUG_REFUSAL_TO_A_GONE_CLIENT = (
-    "BUG: a close or denial before accept to a client already gone lets the server's OSError "
-    "escape closeguard, and the record says the app refused with HTTP 403 and failed with "
-    "that OSError, though no answer went out and the client had left"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_REFUSAL_TO_A_GONE_CLIENT)
 @pytest.mark.parametrize("answer", [Close(4000, "no"), Deny(403)], ids=["close", "deny"])
 def test_a_refusal_to_a_client_already_gone_is_the_clients_end(answer: AppStep) -> None:
     """The properties' own checks on the smallest inputs of the bug: the client drops before
