@@ -15,7 +15,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .closelog import LOGGER_NAME, log_record
-from .connection import Connection, Counts, Ending, State, message_size
+from .connection import Connection, Ending, State, message_size
 from .record import CloseRecord
 
 __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -37,16 +37,17 @@ LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
 SERVER_REPORT_WAIT = 1.0
 
 
-#: Connections whose record is not yet written, each with what writes it. A server that exits
-#: without ending its app tasks (daphne at SIGTERM, granian at times) leaves some here, and the
-#: process's exit writes them, so that no connection goes unrecorded.
-_unwritten: dict[Connection, Callable[[], None]] = {}
+#: Connections whose record is not yet written, each with its middleware. A server that exits
+#: without ending its app tasks (daphne at SIGTERM) leaves some here, and the process's exit
+#: writes them, so that no connection goes unrecorded.
+_unwritten: dict[Connection, WebSocketCloseMiddleware] = {}
 
 
 @atexit.register
 def _write_unwritten_records() -> None:
-    for write in list(_unwritten.values()):
-        write()
+    for conn, middleware in list(_unwritten.items()):
+        conn.process_exiting()
+        middleware.write_record(conn)
 
 
 def connection_id(scope: Scope) -> str | None:
@@ -92,8 +93,8 @@ class WebSocketCloseMiddleware:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
         conn = Connection(
+            started=time.perf_counter(),
             connection_id=os.urandom(16).hex(),
             path=scope.get("path", ""),
             client=scope.get("client"),
@@ -104,13 +105,13 @@ class WebSocketCloseMiddleware:
         # The scope is this connection's own dict (ASGI); Starlette adds its keys to it too.
         scope[SCOPE_KEY] = conn.connection_id
         server = ServerCalls(conn, receive, send)
+        _unwritten[conn] = self
         limit: int | None = None
-        received = received_bytes = sent = sent_bytes = 0
         #: Once a message was over the limit, the app hears only this disconnect.
         too_big_disconnect: Message | None = None
 
         async def guarded_receive() -> Message:
-            nonlocal received, received_bytes, too_big_disconnect
+            nonlocal too_big_disconnect
             while too_big_disconnect is None:
                 message = await receive()
                 if message["type"] != "websocket.receive":
@@ -119,8 +120,8 @@ class WebSocketCloseMiddleware:
                     return message
                 size = message_size(message)
                 if limit is None or size <= limit:
-                    received += 1
-                    received_bytes += size
+                    conn.messages_received += 1
+                    conn.bytes_received += size
                     return message
                 if conn.state is State.OPEN:  # never delivered: close 1009 instead
                     close, too_big_disconnect = conn.message_too_big()
@@ -128,14 +129,7 @@ class WebSocketCloseMiddleware:
                 # Otherwise the app closed first: read on, to the disconnect the server reports.
             return too_big_disconnect
 
-        def write_at_exit() -> None:
-            conn.process_exiting()
-            self._write(conn, started, Counts(received, received_bytes, sent, sent_bytes), None)
-
-        _unwritten[conn] = write_at_exit
-
         async def guarded_send(message: Message) -> None:
-            nonlocal sent, sent_bytes
             if message["type"] != "websocket.send" or conn.state is not State.OPEN:
                 await server.send_checked(message)
                 return
@@ -145,8 +139,8 @@ class WebSocketCloseMiddleware:
             except OSError:
                 conn.peer_gone()
                 raise
-            sent += 1
-            sent_bytes += size
+            conn.messages_sent += 1
+            conn.bytes_sent += size
 
         try:
             limit = self.limit_for(scope)
@@ -154,25 +148,16 @@ class WebSocketCloseMiddleware:
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
             ending = conn.app_ended(exc)
-            counts = Counts(received, received_bytes, sent, sent_bytes)
-            await self._end(server, ending, started, counts, exc)
+            await self._end(server, ending, exc)
             if ending.reraise:
                 raise
         else:
-            counts = Counts(received, received_bytes, sent, sent_bytes)
-            await self._end(server, conn.app_ended(None), started, counts, None)
+            await self._end(server, conn.app_ended(None), None)
         if server.error is not None:
             # A close the server would not send (daphne): its own error path closes, with 1011.
             raise server.error from None
 
-    async def _end(
-        self,
-        server: ServerCalls,
-        ending: Ending,
-        started: float,
-        counts: Counts,
-        exc: BaseException | None,
-    ) -> None:
+    async def _end(self, server: ServerCalls, ending: Ending, exc: BaseException | None) -> None:
         """Send closeguard's close if one is due, then write the one record, whatever
         happens meanwhile: a cancellation still leaves its record, then goes on."""
         try:
@@ -181,14 +166,12 @@ class WebSocketCloseMiddleware:
             if server.conn.awaits_server_report():
                 await server.read_report()
         finally:
-            self._write(server.conn, started, counts, exc if ending.log_traceback else None)
+            self.write_record(server.conn, exc if ending.log_traceback else None)
 
-    def _write(
-        self, conn: Connection, started: float, counts: Counts, exc: BaseException | None
-    ) -> None:
+    def write_record(self, conn: Connection, exc: BaseException | None = None) -> None:
         """Write this connection's one record, unless it has been written already."""
         if _unwritten.pop(conn, None) is not None:
-            self.publish(conn.record(time.perf_counter() - started, counts), exc)
+            self.publish(conn.record(time.perf_counter() - conn.started), exc)
 
     def publish(self, record: CloseRecord, exc: BaseException | None = None) -> None:
         """Log the record, then hand it to ``on_close``. Neither a broken log handler nor a

@@ -25,7 +25,6 @@ from .record import CloseRecord, Initiator
 __all__ = [
     "CloseAlreadySent",
     "Connection",
-    "Counts",
     "Ending",
     "State",
     "message_size",
@@ -62,18 +61,6 @@ ENDED_STATES = CLOSE_SENT_STATES | {State.DISCONNECTED}
 #: What an app raises once the connection has ended without it being an error: Starlette's
 #: disconnect exception, and the OSError subclasses servers raise from ``send`` (ASGI 2.4).
 ORDINARY_END_EXCEPTIONS = (WebSocketDisconnect, OSError)
-
-
-class Counts(NamedTuple):
-    """What crossed the connection in data messages; sizes in bytes, text as UTF-8."""
-
-    messages_received: int = 0
-    bytes_received: int = 0
-    messages_sent: int = 0
-    bytes_sent: int = 0
-
-
-NOTHING_COUNTED = Counts()
 
 
 class Ending(NamedTuple):
@@ -133,6 +120,29 @@ def close_message(code: int, reason: str) -> Message:
 class Connection:
     """Decisions for one connection, in the order the ASGI events arrive."""
 
+    __slots__ = (
+        "accepted",
+        "bytes_received",
+        "bytes_sent",
+        "client",
+        "code",
+        "connection_id",
+        "exception",
+        "http_status",
+        "initiator",
+        "max_message_size",
+        "messages_received",
+        "messages_sent",
+        "path",
+        "reason",
+        "replace_invalid",
+        "requested_code",
+        "reraise",
+        "started",
+        "state",
+        "violation",
+    )
+
     def __init__(
         self,
         *,
@@ -142,6 +152,7 @@ class Connection:
         max_message_size: int | None,
         replace_invalid: bool = False,
         reraise: bool = True,
+        started: float = 0.0,
     ) -> None:
         self.connection_id = connection_id
         self.path = path
@@ -159,6 +170,14 @@ class Connection:
         self.violation: str | None = None
         self.exception: str | None = None
         self.http_status: int | None = None
+        #: When the connection reached the middleware, on the wrapper's clock.
+        self.started = started
+        #: Data messages and their bytes on the wire (text as UTF-8), bumped by the wrapper
+        #: as each message passes: the record's counts.
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.messages_sent = 0
+        self.bytes_sent = 0
 
     # What the app sends, and what the server made of it -----------------------------------
 
@@ -335,7 +354,7 @@ class Connection:
         self.reason = reason
         self.initiator = initiator
 
-    def record(self, duration: float, counts: Counts = NOTHING_COUNTED) -> CloseRecord:
+    def record(self, duration: float) -> CloseRecord:
         code = self.code
         if code is None and self.state is State.DISCONNECTED and self.accepted:
             # The transport failed and the server never said how: no Close frame is known.
@@ -353,5 +372,8 @@ class Connection:
             exception=self.exception,
             http_status=self.http_status,
             duration=duration,
-            **counts._asdict(),
+            messages_received=self.messages_received,
+            messages_sent=self.messages_sent,
+            bytes_received=self.bytes_received,
+            bytes_sent=self.bytes_sent,
         )
