@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
+import multiprocessing.util
 import os
 import sys
 import time
@@ -38,16 +38,21 @@ SERVER_REPORT_WAIT = 1.0
 
 
 #: Connections whose record is not yet written, each with its middleware. A server that exits
-#: without ending its app tasks (daphne at SIGTERM) leaves some here, and the process's exit
-#: writes them, so that no connection goes unrecorded.
+#: without ending its app tasks (daphne at SIGTERM, granian's workers at times) leaves some
+#: here, and the process's exit writes them, so that no connection goes unrecorded.
 _unwritten: dict[Connection, WebSocketCloseMiddleware] = {}
 
 
-@atexit.register
 def _write_unwritten_records() -> None:
     for conn, middleware in list(_unwritten.items()):
         conn.process_exiting()
         middleware.write_record(conn)
+
+
+# A multiprocessing finalizer, not atexit: it runs at a normal exit too (multiprocessing's own
+# atexit hook runs it), and also in a multiprocessing child (granian's workers), which leaves
+# through os._exit after its finalizers and never runs atexit.
+multiprocessing.util.Finalize(None, _write_unwritten_records, exitpriority=0)
 
 
 def connection_id(scope: Scope) -> str | None:

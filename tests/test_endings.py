@@ -129,9 +129,13 @@ SHUTDOWN: dict[str, tuple[int | None, int | None, str]] = {
     "hypercorn": (1011, None, "server"),
     # daphne stops at once: no Close frame; the records are written as the process exits.
     "daphne": (None, None, "server"),
-    # granian drops the connections and tells the app 1005, as for a client that left.
+    # granian drops the connections and tells the app 1005, as for a client that left; when its
+    # worker exits before a connection's task runs, that record is written at the exit.
     "granian": (None, 1005, "client"),
 }
+
+#: A second truthful record where a server races its own exit: (code, initiator).
+SHUTDOWN_RACE: dict[str, tuple[int | None, str]] = {"granian": (None, "server")}
 
 
 async def idle_clients(url: str, count: int) -> list[ClientConnection]:
@@ -159,10 +163,13 @@ async def test_shutdown_with_idle_connections(kind: str, tmp_path: Path, hooks: 
         found = records(server, token)
     assert received == [wire] * 5
     assert sorted(line["path"] for line in found) == [f"/echo/{token}-{i}" for i in range(5)]
+    allowed = {(code, initiator), SHUTDOWN_RACE.get(kind, (code, initiator))}
     for line in found:
-        assert (line["code"], line["initiator"], line["level"]) == (code, initiator, "INFO")
-        assert line["exception"] is None
-    assert hooks.codes_for(token) == [code] * 5
+        assert (line["code"], line["initiator"]) in allowed, line
+        assert (line["level"], line["exception"]) == ("INFO", None), line
+    assert sorted(hooks.codes_for(token), key=str) == sorted(
+        [line["code"] for line in found], key=str
+    )
 
 
 # 2. An accept the server refuses ------------------------------------------------------------
