@@ -49,9 +49,10 @@ TARGET_VS_REFERENCE = 1.0
 #: Judged per connection: closeguard's whole connection (two messages and the record), in µs.
 TARGET_CONNECTION_US = 20.0
 #: Quick runs are a few milliseconds per sample on a shared CI machine (their ratios move by
-#: +-7% from run to run): the smoke run checks the code paths and catches a gross regression
-#: (one more coroutine layer each way is about +0.25), not a few per cent.
-QUICK_TARGET_VS_REFERENCE = 1.3
+#: +-7% from run to run): the smoke run checks the code paths and catches a gross regression,
+#: not a few per cent. 1.4 is, for ASCII text, what the old smoke bound (2.0x the no-op
+#: wrapper, which runs at 0.7x the reference) allowed.
+QUICK_TARGET_VS_REFERENCE = 1.4
 QUICK_TARGET_CONNECTION_US = 40.0
 #: The messages of the connection that measures the per-connection time.
 SHORT_MESSAGES = 2
