@@ -15,7 +15,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .closelog import LOGGER_NAME, log_record
-from .connection import Connection, Ending, State, message_size
+from .connection import Connection, Ending, State
 from .record import CloseRecord
 
 __all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -31,6 +31,10 @@ SCOPE_KEY = "closeguard.connection_id"
 #: naming it must still fit in 123 bytes.
 MAX_LIMIT = 2**62
 LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
+
+#: ``State.OPEN`` as a plain name: on CPython 3.11 an enum member read through its class costs
+#: 45 ns (the metaclass's lookup), a sixth of closeguard's whole per-message work.
+OPEN = State.OPEN
 
 #: How long to wait, after a send found the peer gone, for the server to say how the
 #: connection ended. Every server measured has queued that report by the time send raises.
@@ -119,11 +123,20 @@ class WebSocketCloseMiddleware:
             nonlocal too_big_disconnect
             while too_big_disconnect is None:
                 message = await receive()
-                if message["type"] != "websocket.receive":
-                    if message["type"] == "websocket.disconnect":
-                        conn.server_disconnects(message)
-                    return message
-                size = message_size(message)
+                # The size rule (connection.message_size) written out: it runs for every
+                # message, and the calls would cost more than the rule itself.
+                text = message.get("text")
+                if text is None:
+                    data = message.get("bytes")
+                    if data is None:  # not a data message
+                        if message["type"] == "websocket.disconnect":
+                            conn.server_disconnects(message)
+                        return message
+                    size = len(data)
+                elif text.isascii():
+                    size = len(text)
+                else:
+                    size = len(text.encode("utf-8", "surrogatepass"))
                 if limit is None or size <= limit:
                     conn.messages_received += 1
                     conn.bytes_received += size
@@ -135,10 +148,16 @@ class WebSocketCloseMiddleware:
             return too_big_disconnect
 
         async def guarded_send(message: Message) -> None:
-            if message["type"] != "websocket.send" or conn.state is not State.OPEN:
+            if message["type"] != "websocket.send" or conn.state is not OPEN:
                 await server.send_checked(message)
                 return
-            size = message_size(message)
+            text = message.get("text")
+            if text is None:
+                size = len(message.get("bytes") or b"")
+            elif text.isascii():
+                size = len(text)
+            else:
+                size = len(text.encode("utf-8", "surrogatepass"))
             try:
                 await send(message)
             except OSError:
