@@ -28,6 +28,7 @@ from middleware import (
     WebSocketCloseMiddleware,
     connection_id,
 )
+from middleware.connection import message_size
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientBytes, ClientClose, ClientDrop, ClientEvent, ClientText
 
@@ -753,3 +754,39 @@ async def test_a_text_of_exactly_the_limit_in_bytes_passes() -> None:
     assert server.closes == []
     assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
     assert records[0].bytes_received == 10
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["ascii", "é" * 3, "中文", "😀 emoji", "lone \ud800 surrogate", b"\x00\xffbytes", "", b""],
+)
+async def test_the_counts_follow_the_cores_size_rule(payload: str | bytes) -> None:
+    """The wrapper writes the size rule out for speed: it must agree with ``message_size``."""
+    key = "text" if isinstance(payload, str) else "bytes"
+    message: Message = {"type": "websocket.receive", key: payload}
+    inbox: list[Message] = [
+        {"type": "websocket.connect"},
+        message,
+        message,
+        {"type": "websocket.disconnect", "code": 1000, "reason": ""},
+    ]
+    records: list[CloseRecord] = []
+
+    async def echo(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (incoming := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", key: incoming[key]})
+
+    async def server_receive() -> Message:
+        return inbox.pop(0)
+
+    async def server_send(message: Message) -> None:
+        pass
+
+    guarded = WebSocketCloseMiddleware(echo, max_message_size=None, on_close=records.append)
+    await guarded({"type": "websocket", "path": "/size"}, server_receive, server_send)
+    size = message_size(message)
+    (record,) = records
+    assert (record.messages_received, record.bytes_received) == (2, 2 * size)
+    assert (record.messages_sent, record.bytes_sent) == (2, 2 * size)
