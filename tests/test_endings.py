@@ -9,6 +9,7 @@ unknowable, the expectation below says so and ``docs/servers.md`` explains it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -299,6 +300,61 @@ async def test_a_broken_log_handler_neither_skips_the_hook_nor_reaches_the_serve
     # Only the app's own exception reaches uvicorn (reraise=True); the ordinary close does not.
     assert output.count("Exception in ASGI application") == 1
     assert output.count("closeguard: logging the close record of") == 2  # told on stderr
+
+
+# 6. A client's Close in the same write as an oversized message ----------------------------------
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    """One client frame (RFC 6455 5.2), masked as a client must; payloads up to 64 KiB."""
+    mask = b"\x37\xfa\x21\x3d"
+    if len(payload) < 126:
+        size = bytes([0x80 | len(payload)])
+    else:
+        size = b"\xfe" + struct.pack("!H", len(payload))
+    body = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x80 | opcode]) + size + mask + body
+
+
+def close_code_received(sock: socket.socket) -> int | None:
+    """Read to the end; the code of the first Close frame the server sent, if any (the echo
+    app sends nothing else: an oversized message is never delivered)."""
+    sock.settimeout(3)
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    index = data.find(b"\x88")
+    return None if index < 0 else int(struct.unpack("!H", data[index + 2 : index + 4])[0])
+
+
+#: What the record says when the client's Close beats closeguard's 1009 (the client always
+#: receives its own code): only wsproto tells the app; the others drop the 1009 silently.
+CLOSE_BEATS_1009: dict[str, tuple[int, str]] = {
+    "uvicorn-wsproto": (4321, "client"),
+    "uvicorn-websockets-sansio": (1009, "middleware"),
+    "uvicorn-websockets": (1009, "middleware"),
+    "hypercorn": (1009, "middleware"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLOSE_BEATS_1009))
+def test_a_clients_close_in_the_same_write_as_an_oversized_message(
+    kind: str, tmp_path: Path, hooks: Hooks
+) -> None:
+    token = uuid.uuid4().hex[:12]
+    with start(kind, tmp_path, hooks) as server:
+        sock = raw_handshake(port_of(server), f"/echo/{token}")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101")  # open before the frames
+        oversized = masked_frame(0x1, b"x" * 5000)  # the wire app's limit is 4096 bytes
+        sock.sendall(oversized + masked_frame(0x8, struct.pack("!H", 4321) + b"bye"))
+        received = close_code_received(sock)
+        sock.close()
+        wait_for_records(server, token, 1)
+        found = records(server, token)
+    assert received == 4321
+    assert [(line["code"], line["initiator"]) for line in found] == [CLOSE_BEATS_1009[kind]]
+    assert hooks.codes_for(token) == [CLOSE_BEATS_1009[kind][0]]
 
 
 # 9. Behind a proxy -----------------------------------------------------------------------------
