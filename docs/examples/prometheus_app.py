@@ -1,0 +1,32 @@
+"""Prometheus metrics for any app: closes by code and initiator, durations, open sockets."""
+
+import os
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from middleware import WebSocketCloseMiddleware
+from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
+
+registry = CollectorRegistry()  # leave out to use prometheus_client's default REGISTRY
+metrics = PrometheusCloseMetrics(registry=registry)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    body, content_type = exposition(
+        registry, multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    )
+    return Response(body, media_type=content_type)
+
+
+app = Starlette(
+    routes=[Route("/metrics", metrics_endpoint)],
+    middleware=[
+        Middleware(CountOpenConnections, metrics=metrics),  # outermost
+        Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
+    ],
+)

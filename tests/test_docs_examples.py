@@ -1,0 +1,87 @@
+"""Every code example the documentation includes (docs/examples/*.py) runs and does what its
+page says: each app is served in process with Starlette's TestClient."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import asgi_app
+import fastapi_app
+import per_route_limit
+import prometheus_app
+import pytest
+import starlette_app
+import testing_app
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+
+
+def test_every_example_is_tested_here() -> None:
+    source = Path(__file__).read_text()
+    names = {path.stem for path in EXAMPLES.glob("*.py")}
+    assert names, EXAMPLES
+    assert {name for name in names if f"import {name}\n" not in source} == set()
+
+
+def test_starlette_echoes_and_an_exception_is_1011() -> None:
+    with (
+        TestClient(starlette_app.app) as client,
+        client.websocket_connect("/ws/echo") as websocket,
+    ):
+        websocket.send_text("hi")
+        assert websocket.receive_text() == "hi"
+    with (
+        TestClient(starlette_app.app) as client,
+        pytest.raises(RuntimeError, match="a bug"),
+        client.websocket_connect("/ws/fail") as websocket,
+    ):
+        websocket.receive_text()
+
+
+def test_fastapi_return_without_close_is_1000_and_one_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fastapi_app.closed.clear()
+    caplog.set_level(logging.INFO, logger="closeguard")
+    with TestClient(fastapi_app.app) as client, client.websocket_connect("/ws/hello") as ws:
+        assert ws.receive_text() == "hello"
+        with pytest.raises(WebSocketDisconnect) as ended:
+            ws.receive_text()
+    assert ended.value.code == 1000
+    [record] = fastapi_app.closed
+    assert (record.code, record.initiator, record.path) == (1000, "middleware", "/ws/hello")
+    assert record.messages_sent == 1
+    assert [r.name for r in caplog.records] == ["closeguard"]
+
+
+def test_raw_asgi_app_in_replace_mode_gets_1000_for_1005() -> None:
+    client = TestClient(asgi_app.app)  # no `with`: the raw app answers no lifespan events
+    with client.websocket_connect("/") as websocket, pytest.raises(WebSocketDisconnect) as ended:
+        websocket.receive_text()
+    assert ended.value.code == 1000
+
+
+def test_per_route_limit() -> None:
+    limit = per_route_limit.limit_for
+    assert limit({"type": "websocket", "path": "/ws/upload/1"}) == 8 * 1024 * 1024
+    assert limit({"type": "websocket", "path": "/ws/raw"}) is None
+    assert limit({"type": "websocket", "path": "/ws/chat"}) == 64 * 1024
+    guarded = per_route_limit.guard(starlette_app.app)
+    assert guarded.limit_for({"type": "websocket", "path": "/ws/raw"}) is None
+
+
+def test_prometheus_counts_a_refused_handshake() -> None:
+    with TestClient(prometheus_app.app) as client:
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws/nowhere"):
+            pass
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0' in response.text
+
+
+def test_testing_page_examples_pass() -> None:
+    testing_app.test_an_oversized_message_ends_in_1009()
+    testing_app.test_an_exception_after_accept_reaches_the_test()
