@@ -1,4 +1,4 @@
-"""docs/screenshot.py, the script that takes the README's picture, still works."""
+"""docs/screenshot.py, which takes the reference-service page's picture, still works."""
 
 from __future__ import annotations
 

@@ -85,3 +85,4 @@ def test_prometheus_counts_a_refused_handshake() -> None:
 def test_testing_page_examples_pass() -> None:
     testing_app.test_an_oversized_message_ends_in_1009()
     testing_app.test_an_exception_after_accept_reaches_the_test()
+    testing_app.test_with_reraise_false_the_client_sees_1011()

@@ -1,4 +1,4 @@
-"""The README's server table: what a client sees with closeguard and without it, per server.
+"""docs/servers.md's server table: what a client sees with closeguard and without it, per server.
 
 For every server kind in ``tests/servers.py`` two processes run side by side: the wire app
 (closeguard in front) and ``tests/bare_app.py`` (the same routes, no closeguard). Each

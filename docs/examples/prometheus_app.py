@@ -12,7 +12,7 @@ from starlette.routing import Route
 from middleware import WebSocketCloseMiddleware
 from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 
-registry = CollectorRegistry()  # leave out to use prometheus_client's default REGISTRY
+registry = CollectorRegistry()  # or prometheus_client's REGISTRY, as multiprocess mode needs
 metrics = PrometheusCloseMetrics(registry=registry)
 
 

@@ -1,9 +1,14 @@
 """Test your app's closes in process, with Starlette's TestClient (FastAPI's is the same)."""
 
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-from starlette_app import app
+from starlette_app import app, fail
+
+from middleware import WebSocketCloseMiddleware
 
 
 def test_an_oversized_message_ends_in_1009() -> None:
@@ -23,3 +28,17 @@ def test_an_exception_after_accept_reaches_the_test() -> None:
         client.websocket_connect("/ws/fail") as websocket,
     ):
         websocket.receive_text()
+
+
+def test_with_reraise_false_the_client_sees_1011() -> None:
+    quiet = Starlette(
+        routes=[WebSocketRoute("/ws/fail", fail)],
+        middleware=[Middleware(WebSocketCloseMiddleware, reraise=False)],
+    )
+    with (
+        TestClient(quiet) as client,
+        client.websocket_connect("/ws/fail") as websocket,
+        pytest.raises(WebSocketDisconnect) as ended,
+    ):
+        websocket.receive_text()
+    assert (ended.value.code, ended.value.reason) == (1011, "internal error")
