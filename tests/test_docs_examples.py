@@ -4,6 +4,7 @@ page says: each app is served in process with Starlette's TestClient."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import asgi_app
@@ -16,7 +17,8 @@ import testing_app
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
 
 
 def test_every_example_is_tested_here() -> None:
@@ -86,3 +88,23 @@ def test_testing_page_examples_pass() -> None:
     testing_app.test_an_oversized_message_ends_in_1009()
     testing_app.test_an_exception_after_accept_reaches_the_test()
     testing_app.test_with_reraise_false_the_client_sees_1011()
+
+
+def test_the_readme_minimal_example_gives_1011_and_one_record(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The README's example (the package index shows it, so it cannot include a file) runs."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    [example] = [block for block in blocks if "Starlette(" in block]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    client = TestClient(namespace["app"])  # type: ignore[arg-type]
+    with (
+        pytest.raises(RuntimeError, match="a bug"),
+        client.websocket_connect("/ws/fail") as websocket,
+    ):
+        websocket.receive_text()
+    [record] = [r for r in caplog.records if r.name == "closeguard"]
+    assert record.getMessage().startswith(
+        "websocket /ws/fail closed: code=1011 reason='internal error' initiator=middleware"
+    )
