@@ -174,8 +174,8 @@ def summarize(index: Index, reruns: list[Index]) -> tuple[str, list[str]]:
     lines.append(f"Cases worse with closeguard than without: {len(worse)}.")
     lines += [f"- {line}" for line in worse]
     lines.append(
-        f"Cases NON-STRICT with closeguard but OK without, in every run (a race: see README): "
-        f"{len(racy)}."
+        "Cases NON-STRICT with closeguard but OK without, in every run "
+        f"(a race: see docs/servers.md): {len(racy)}."
     )
     lines += [f"- {line}" for line in racy]
     lines.append(f"Cases that ended differently in the first run, but not worse: {len(differ)}.")
