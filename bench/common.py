@@ -201,7 +201,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="few rounds and small counts (CI smoke run; lenient thresholds, see README)",
+        help="few rounds and small counts (CI smoke run; lenient thresholds, see bench/README.md)",
     )
     parser.add_argument("--rounds", type=int, default=None, help="override the round count")
 

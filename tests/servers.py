@@ -69,7 +69,7 @@ SERVERS: dict[str, Command] = {
 
 #: What a server makes impossible, by name. The wire tests consult this table and nothing else,
 #: so every exception to "the client sees the same close whatever the server" is listed here,
-#: justified in :data:`LIMIT_REASONS`, and shown in the README's server table.
+#: justified in :data:`LIMIT_REASONS`, and shown on the docs' servers page (docs/servers.md).
 LIMITS: dict[str, frozenset[str]] = {
     "daphne": frozenset(
         {
