@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import multiprocessing.util
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from typing import Literal, TypeAlias
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeAlias
 
 import anyio
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .closelog import LOGGER_NAME, log_record
 from .connection import Connection, Ending, State
 from .record import CloseRecord
 
-__all__ = ["MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
+__all__ = ["ASGIApplication", "MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
+
+#: Any ASGI 3 application. Frameworks type scope, receive and send each their own way
+#: (Starlette as mappings; Litestar, and Quart through hypercorn, as TypedDicts), and a
+#: callable's parameters are contravariant: only ``Any`` admits every one of them under
+#: ``mypy --strict``, and lets the middleware stand wherever the app stood.
+ASGIApplication: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
 
 #: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
 MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
-OnClose: TypeAlias = Callable[[CloseRecord], None]
+#: A hook given every record: a function, or an ``async def`` one, which closeguard awaits.
+OnClose: TypeAlias = Callable[[CloseRecord], "Awaitable[None] | None"]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
@@ -35,6 +44,10 @@ LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
 #: ``State.OPEN`` as a plain name: on CPython 3.11 an enum member read through its class costs
 #: 45 ns (the metaclass's lookup), a sixth of closeguard's whole per-message work.
 OPEN = State.OPEN
+
+#: How long the connection's task waits for the ``async`` hooks of its record. They run even
+#: when the task is being cancelled (a shutdown), so a hook that hangs must not hold it forever.
+ASYNC_HOOK_WAIT = 5.0
 
 #: How long to wait, after a send found the peer gone, for the server to say how the
 #: connection ended. Every server measured has queued that report by the time send raises.
@@ -50,7 +63,7 @@ _unwritten: dict[Connection, WebSocketCloseMiddleware] = {}
 def _write_unwritten_records() -> None:
     for conn, middleware in list(_unwritten.items()):
         conn.process_exiting()
-        middleware.write_record(conn)
+        middleware.write_record_at_exit(conn)
 
 
 # A multiprocessing finalizer, not atexit: it runs at a normal exit too (multiprocessing's own
@@ -76,14 +89,18 @@ class WebSocketCloseMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
+        app: ASGIApplication,
         *,
         max_message_size: MaxMessageSize = 1_048_576,
-        on_close: OnClose | None = None,
+        on_close: OnClose | Sequence[OnClose] | None = None,
         invalid_close: Literal["raise", "replace"] = "raise",
         reraise: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
+        # Each option is checked here, where a mistake names itself, rather than at the end
+        # of every connection, where it would cost the records.
+        if not callable(app):
+            raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
         if invalid_close not in ("raise", "replace"):
             raise ValueError(f"invalid_close must be 'raise' or 'replace', got {invalid_close!r}")
         if not (callable(max_message_size) or _valid_limit(max_message_size)):
@@ -91,17 +108,30 @@ class WebSocketCloseMiddleware:
                 f"max_message_size must be {LIMIT_RULE}, a callable scope -> int | None, "
                 f"or None for no limit; got {max_message_size!r}"
             )
+        if not isinstance(reraise, bool):
+            raise TypeError(f"reraise must be True or False, got {reraise!r}")
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(
+                f"logger must be a logging.Logger, such as logging.getLogger({LOGGER_NAME!r}), "
+                f"or None for that one; got {logger!r}"
+            )
         self.app = app
         self.max_message_size = max_message_size
-        self.on_close = on_close
+        self.on_close: tuple[OnClose, ...] = _hooks(on_close)
         self.replace_invalid = invalid_close == "replace"
         self.reraise = reraise
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection; typed as loosely as :data:`ASGIApplication`, so that an
+        app's own framework can take the middleware in its place."""
+        if scope["type"] == "websocket":
+            await self.guard(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def guard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One WebSocket connection, from the handshake to its record."""
         conn = Connection(
             started=time.perf_counter(),
             connection_id=os.urandom(16).hex(),
@@ -190,31 +220,83 @@ class WebSocketCloseMiddleware:
             if server.conn.awaits_server_report():
                 await server.read_report()
         finally:
-            self.write_record(server.conn, exc if ending.log_traceback else None)
+            await self.write_record(server.conn, exc if ending.log_traceback else None)
 
-    def write_record(self, conn: Connection, exc: BaseException | None = None) -> None:
-        """Write this connection's one record, unless it has been written already."""
-        if _unwritten.pop(conn, None) is not None:
-            self.publish(conn.record(time.perf_counter() - conn.started), exc)
+    async def write_record(self, conn: Connection, exc: BaseException | None = None) -> None:
+        """Write this connection's one record, unless it has been written already, and await
+        its ``async`` hooks, shielded: a shutdown cancelling the task must not cut them off."""
+        record = self._take_record(conn)
+        if record is None:
+            return
+        pending = self.publish(record, exc)
+        if not pending:
+            return
+        with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True) as waited:
+            for hook, result in pending:
+                try:
+                    await result
+                except Exception:
+                    self._hook_failed(hook, record)
+        if waited.cancelled_caught:
+            self._hook_failed(hook, record, f"took over {ASYNC_HOOK_WAIT:g} s")
 
-    def publish(self, record: CloseRecord, exc: BaseException | None = None) -> None:
-        """Log the record, then hand it to ``on_close``. Neither a broken log handler nor a
-        broken hook may skip the other or raise into the server: the connection is over."""
+    def write_record_at_exit(self, conn: Connection) -> None:
+        """Write the record of a connection the server never ended, as its process exits.
+        No event loop runs any more, so an ``async`` hook gets a loop of its own."""
+        record = self._take_record(conn)
+        if record is None:
+            return
+        for hook, result in self.publish(record):
+            coroutine = _awaited(result)
+            try:
+                asyncio.run(coroutine)
+            except Exception:
+                # Never started when a loop still runs in this thread: closed, they do not
+                # warn that they were never awaited.
+                coroutine.close()
+                if inspect.iscoroutine(result):
+                    result.close()
+                self._hook_failed(hook, record)
+
+    def _take_record(self, conn: Connection) -> CloseRecord | None:
+        if _unwritten.pop(conn, None) is None:
+            return None
+        return conn.record(time.perf_counter() - conn.started)
+
+    def publish(
+        self, record: CloseRecord, exc: BaseException | None = None
+    ) -> list[tuple[OnClose, Awaitable[None]]]:
+        """Log the record, then hand it to each hook in turn; return what ``async`` hooks
+        gave back, for the caller to await. Neither a broken log handler nor a broken hook
+        may skip the others or raise into the server: the connection is over."""
         try:
             log_record(self.logger, record, exc)
         except Exception:
             _report_failure(f"closeguard: logging the close record of {record.connection_id}")
-        if self.on_close is None:
-            return
-        try:
-            self.on_close(record)
-        except Exception:
+        pending: list[tuple[OnClose, Awaitable[None]]] = []
+        for hook in self.on_close:
             try:
-                self.logger.exception(
-                    "closeguard on_close hook failed for %s", record.connection_id
-                )
+                result = hook(record)
             except Exception:
-                _report_failure(f"closeguard: the on_close hook for {record.connection_id}")
+                self._hook_failed(hook, record)
+                continue
+            if inspect.isawaitable(result):
+                pending.append((hook, result))
+        return pending
+
+    def _hook_failed(self, hook: OnClose, record: CloseRecord, how: str = "failed") -> None:
+        """Log a hook's failure with its traceback (the current exception, if any)."""
+        name = getattr(hook, "__qualname__", repr(hook))
+        try:
+            self.logger.error(
+                "closeguard on_close hook %s %s for %s",
+                name,
+                how,
+                record.connection_id,
+                exc_info=sys.exc_info()[0] is not None,
+            )
+        except Exception:
+            _report_failure(f"closeguard: the on_close hook for {record.connection_id}")
 
     def limit_for(self, scope: Scope) -> int | None:
         limit = self.max_message_size
@@ -226,6 +308,29 @@ class WebSocketCloseMiddleware:
                     f"it must return {LIMIT_RULE}, or None for no limit"
                 )
         return limit
+
+
+def _hooks(on_close: OnClose | Sequence[OnClose] | None) -> tuple[OnClose, ...]:
+    """``on_close`` as a tuple of hooks, each checked to be callable."""
+    if on_close is None:
+        return ()
+    hooks = (on_close,) if callable(on_close) else on_close
+    if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Sequence):
+        raise TypeError(
+            "on_close must be a function taking a CloseRecord (plain or async def), "
+            f"a list of them, or None; got {on_close!r}"
+        )
+    for hook in hooks:
+        if not callable(hook):
+            raise TypeError(
+                "every on_close hook must be a function taking a CloseRecord "
+                f"(plain or async def); got {hook!r} in {on_close!r}"
+            )
+    return tuple(hooks)
+
+
+async def _awaited(result: Awaitable[Any]) -> None:
+    await result
 
 
 def _valid_limit(limit: object) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,8 +32,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
+from .asgi import ASGIApplication
 from .record import CloseRecord
 
 __all__ = ["DURATION_BUCKETS", "CountOpenConnections", "PrometheusCloseMetrics", "exposition"]
@@ -94,11 +96,11 @@ class CountOpenConnections:
     closeguard's own close (1011, 1009, 1000) and after an exception has left the app.
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: PrometheusCloseMetrics) -> None:
+    def __init__(self, app: ASGIApplication, *, metrics: PrometheusCloseMetrics) -> None:
         self.app = app
         self.gauge = metrics.open
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return

@@ -349,6 +349,143 @@ def test_bad_options_fail_at_construction(options: dict[str, Any], words: str) -
         WebSocketCloseMiddleware(app, **options)
 
 
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"logger": "closeguard"}, "logger must be a logging.Logger, .* got 'closeguard'"),
+        ({"on_close": "hook"}, "on_close must be a function taking a CloseRecord.* got 'hook'"),
+        ({"on_close": [print, "hook"]}, "every on_close hook must be a function.* got 'hook'"),
+        ({"on_close": 42}, "on_close must be a function taking a CloseRecord.* got 42"),
+        ({"reraise": "no"}, "reraise must be True or False, got 'no'"),
+        ({"reraise": 0}, "reraise must be True or False, got 0"),
+    ],
+)
+def test_options_of_the_wrong_kind_fail_at_construction(
+    options: dict[str, Any], words: str
+) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=words):
+        WebSocketCloseMiddleware(app, **options)
+    with pytest.raises(TypeError, match="app must be an ASGI application"):
+        WebSocketCloseMiddleware("app:app")  # type: ignore[arg-type]
+
+
+async def test_every_hook_gets_the_record_in_turn_async_ones_awaited() -> None:
+    calls: list[tuple[str, CloseRecord]] = []
+
+    def plain(record: CloseRecord) -> None:
+        calls.append(("plain", record))
+
+    async def stored(record: CloseRecord) -> None:
+        await asyncio.sleep(0)
+        calls.append(("async", record))
+
+    class Sink:
+        async def __call__(self, record: CloseRecord) -> None:
+            await asyncio.sleep(0)
+            calls.append(("callable", record))
+
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=[plain, stored, Sink()])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited"
+        await guarded(scope(), server.receive, server.send)
+    assert [name for name, _ in calls] == ["plain", "async", "callable"]
+    assert len({id(record) for _, record in calls}) == 1  # the same record, once made
+    assert calls[0][1].code == 1000
+
+
+async def test_a_failing_hook_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    async def failing(record: CloseRecord) -> None:
+        await asyncio.sleep(0)
+        raise OSError("the record store is down")
+
+    def broken(record: CloseRecord) -> None:
+        raise ValueError("hook bug")
+
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(
+        raw(ACCEPT, raises),
+        on_close=[failing, broken, lambda record: calls.append(record.connection_id)],
+        reraise=False,
+    )
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        await guarded(scope(), server.receive, server.send)
+    assert server.closes == [(1011, "internal error")]
+    assert len(calls) == 1
+    failures = [r for r in caplog.records if "on_close hook" in r.getMessage()]
+    assert [r.getMessage().split(" failed")[0].rsplit(".", 1)[-1] for r in failures] == [
+        "broken",
+        "failing",
+    ]
+    assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
+    assert calls[0] in failures[0].getMessage()
+
+
+async def test_an_async_hook_runs_even_when_a_shutdown_cancels_the_task() -> None:
+    stored: list[CloseRecord] = []
+
+    async def store(record: CloseRecord) -> None:
+        await asyncio.sleep(0.01)  # a cancellation would land here, were it not shielded
+        stored.append(record)
+
+    server = FakeServer(idle="wait")
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=store)
+    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
+    await settle(lambda: server.calls == 3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = stored
+    assert (record.accepted, record.initiator) == (True, "server")
+
+
+async def test_a_hanging_async_hook_is_given_up_on_and_logged(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("middleware.asgi.ASYNC_HOOK_WAIT", 0.05)
+
+    async def hangs(record: CloseRecord) -> None:
+        await asyncio.Event().wait()
+
+    server = FakeServer()
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=hangs)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        await asyncio.wait_for(guarded(scope(), server.receive, server.send), timeout=5)
+    [failure] = [r for r in caplog.records if "on_close hook" in r.getMessage()]
+    assert "hangs took over 0.05 s" in failure.getMessage()
+
+
+async def test_records_written_at_exit_run_async_hooks_in_a_loop_of_their_own() -> None:
+    from middleware.asgi import _write_unwritten_records
+
+    stored: list[CloseRecord] = []
+
+    async def store(record: CloseRecord) -> None:
+        await asyncio.sleep(0)
+        stored.append(record)
+
+    server = FakeServer(idle="wait")
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=store)
+    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
+    await settle(lambda: server.calls == 3)
+    # The process exits with the server's task still waiting (daphne, granian): no loop runs
+    # in the exiting thread.
+    await asyncio.to_thread(_write_unwritten_records)
+    [record] = stored
+    assert (record.accepted, record.code, record.initiator) == (True, None, "server")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(stored) == 1  # the record was written once
+
+
 # Starlette ----------------------------------------------------------------------------------
 
 
@@ -728,7 +865,9 @@ async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
     assert len(logs) == 2  # the record, then the hook's failure
     failure = logs[1]
     assert failure.levelno == logging.ERROR
-    assert "on_close hook failed" in failure.getMessage()
+    assert "on_close hook test_a_broken_hook_is_logged_not_raised.<locals>.hook failed" in (
+        failure.getMessage()
+    )
     assert record.connection_id in failure.getMessage()
     assert failure.exc_info is not None
     assert isinstance(failure.exc_info[1], ValueError)

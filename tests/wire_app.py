@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -51,12 +53,27 @@ class JsonLinesHandler(logging.Handler):
             out.write(json.dumps(line) + "\n")
 
 
-def on_close(record: CloseRecord) -> None:
-    """Every ``on_close`` call as one JSON line in ``$CLOSEGUARD_TEST_HOOKS``, when set."""
+def _write_hook_call(record: CloseRecord, hook: str) -> None:
     path = os.environ.get("CLOSEGUARD_TEST_HOOKS")
     if path:
         with open(path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(record.as_dict()) + "\n")
+            out.write(json.dumps({**record.as_dict(), "hook": hook}) + "\n")
+
+
+def on_close(record: CloseRecord) -> None:
+    """Every ``on_close`` call as one JSON line in ``$CLOSEGUARD_TEST_HOOKS``, when set."""
+    _write_hook_call(record, "plain")
+
+
+async def on_close_async(record: CloseRecord) -> None:
+    """The same from an ``async def`` hook that awaits first, as one storing records does: it
+    must run at every ending the plain one does, shutdowns and process exits included."""
+    await anyio.lowlevel.checkpoint()
+    _write_hook_call(record, "async")
+
+
+#: Both kinds of hook, as a user with metrics and a record store mounts them.
+HOOKS = [on_close, on_close_async]
 
 
 class BrokenHandler(logging.Handler):
@@ -251,10 +268,10 @@ def build() -> ASGIApp:
             ),
             "/swallow/": WebSocketCloseMiddleware(_strip("/swallow", inner), reraise=False),
             "/broken-log/": WebSocketCloseMiddleware(
-                _strip("/broken-log", inner), logger=_broken_logger(), on_close=on_close
+                _strip("/broken-log", inner), logger=_broken_logger(), on_close=HOOKS
             ),
         },
-        default=WebSocketCloseMiddleware(inner, max_message_size=_limit, on_close=on_close),
+        default=WebSocketCloseMiddleware(inner, max_message_size=_limit, on_close=HOOKS),
     )
 
 
