@@ -1,0 +1,279 @@
+"""deploy/gunicorn.conf.py, run as an operator runs it: gunicorn, two uvicorn workers, the service.
+
+Each test starts ``gunicorn -c deploy/gunicorn.conf.py app.main:app`` on 127.0.0.1 at a free
+port (the one option added to the file) and talks to it with the ``websockets`` client: what
+the clients receive, the JSON lines on stdout, and ``/metrics``. Which worker holds a
+connection is read from ``/proc`` (Linux), so that a test can be sure both workers serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.app_support import BIN_DIR, AppProcess, app_env, http_get, run_app
+from tests.conftest import talk
+from tests.processes import ROOT, free_port
+
+CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+#: closeguard's default limit, which the service keeps unless CLOSEGUARD_MAX_MESSAGE_SIZE says.
+DEFAULT_LIMIT = 1_048_576
+#: uvicorn's own frame limit, which gunicorn cannot change without the service's worker class.
+UVICORN_LIMIT = 16 * 1024 * 1024
+
+
+def command(port: int, *options: str) -> list[str]:
+    return [
+        os.path.join(BIN_DIR, "gunicorn"), "-c", str(CONFIG),
+        "--bind", f"127.0.0.1:{port}", *options, "app.main:app",
+    ]  # fmt: skip
+
+
+def worker_pids(master: int) -> set[int]:
+    """The live child processes of gunicorn's master."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+        state, ppid = text.rpartition(")")[2].split()[:2]
+        if int(ppid) == master and state != "Z":
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def started_workers(service: AppProcess) -> int:
+    return sum(line.get("message") == "Application startup complete." for line in lines(service))
+
+
+def lines(service: AppProcess) -> list[dict[str, Any]]:
+    """Every whole stdout line so far, each of which must be one JSON object."""
+    text = service.log_text()
+    complete = text[: text.rfind("\n") + 1]  # a line being written waits for the next look
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def records(service: AppProcess, path: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in lines(service)
+        if line.get("logger") == "closeguard" and line["path"] == path
+    ]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.05)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
+    """:func:`wait_for` for a test with clients open: their connections keep being served."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, *options: str, **env: str) -> Iterator[AppProcess]:
+    """gunicorn with the shipped config, both workers serving; SIGTERM and wait at the end."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    port = free_port()
+    environment = app_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env)
+    with run_app(command(port, *options), port, tmp_path / "gunicorn.log", environment) as service:
+        wait_for(lambda: started_workers(service) >= 2, what="two workers starting")
+        wait_for(lambda: len(worker_pids(service.process.pid)) == 2, what="two live workers")
+        yield service
+
+
+def holder(pids: set[int], server_port: int, client: ClientConnection) -> int:
+    """The worker process whose socket is the server side of ``client``'s connection."""
+    client_port = client.local_address[1]
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if local.endswith(f":{server_port:04X}") and remote.endswith(f":{client_port:04X}"):
+            inode = fields[9]
+    assert inode is not None, f"no server socket for client port {client_port}"
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError(f"no worker of {pids} holds socket {inode}")
+
+
+async def spread_over_workers(
+    stack: AsyncExitStack, service: AppProcess, pids: set[int]
+) -> dict[int, list[ClientConnection]]:
+    """Echo connections, opened until every worker holds at least two (at most 40 in all)."""
+    held: dict[int, list[ClientConnection]] = {pid: [] for pid in pids}
+    for _ in range(20):
+        batch = [connect(f"{service.ws}/ws/echo", ping_interval=None) for _ in range(2)]
+        for client in await asyncio.gather(*map(stack.enter_async_context, batch)):
+            await client.send("hello")
+            assert await asyncio.wait_for(client.recv(), 10) == "hello"
+            held[holder(pids, service.port, client)].append(client)
+        if all(len(clients) >= 2 for clients in held.values()):
+            return held
+    raise AssertionError(f"40 connections did not reach both workers: {held}")
+
+
+def metric_lines(service: AppProcess) -> list[str]:
+    status, _, body = http_get(f"{service.http}/metrics", timeout=10)
+    assert status == 200
+    return body.splitlines()
+
+
+async def closed_with(client: ClientConnection, timeout: float = 15.0) -> tuple[int, str] | None:
+    """The Close frame an idle client receives (None: the connection ended without one)."""
+    try:
+        message = await asyncio.wait_for(client.recv(), timeout)
+    except ConnectionClosed as closed:
+        return None if closed.rcvd is None else (closed.rcvd.code, closed.rcvd.reason)
+    raise AssertionError(f"an idle client received a message: {message!r}")
+
+
+async def test_closes_on_the_wire_and_one_json_record_each(tmp_path: Path) -> None:
+    with gunicorn(tmp_path) as service:
+        assert (await talk(f"{service.ws}/ws/raise")).close == (1011, "internal error")
+        oversized = await talk(f"{service.ws}/ws/echo", ("x" * (DEFAULT_LIMIT + 1),))
+        assert oversized.close == (1009, f"message exceeds the limit of {DEFAULT_LIMIT} bytes")
+        assert (await talk(f"{service.ws}/ws/return")).close == (1000, "")
+        assert (await talk(f"{service.ws}/ws/close?code=4000&reason=bye")).close == (4000, "bye")
+        await until(lambda: len(records(service, "/ws/close")) == 1, what="the last record")
+
+        ended = {path: records(service, path) for path in ("/ws/raise", "/ws/echo", "/ws/return")}
+        everything = lines(service)
+
+    assert [(r["code"], r["initiator"], r["level"]) for r in ended["/ws/raise"]] == [
+        (1011, "middleware", "ERROR")
+    ]
+    assert ended["/ws/raise"][0]["exception"] == "RuntimeError"
+    assert [(r["code"], r["reason"]) for r in ended["/ws/echo"]] == [
+        (1009, f"message exceeds the limit of {DEFAULT_LIMIT} bytes")
+    ]
+    assert [(r["code"], r["initiator"]) for r in ended["/ws/return"]] == [(1000, "middleware")]
+    # One format for the whole output: gunicorn's master, uvicorn, closeguard.
+    loggers = {line["logger"] for line in everything}
+    assert {"gunicorn.error", "uvicorn.error", "closeguard"} <= loggers
+    assert any("Booting worker" in line["message"] for line in everything)
+
+
+RAISED_THREE_TIMES = 'closeguard_websocket_closes_total{code="1011",initiator="middleware"} 3.0'
+
+
+async def test_metrics_merge_both_workers_and_a_killed_workers_gauge_goes(tmp_path: Path) -> None:
+    with gunicorn(tmp_path) as service:
+        pids = worker_pids(service.process.pid)
+        for _ in range(3):
+            assert (await talk(f"{service.ws}/ws/raise")).close == (1011, "internal error")
+        async with AsyncExitStack() as stack:
+            held = await spread_over_workers(stack, service, pids)
+            total = sum(map(len, held.values()))
+            # Every scrape, whichever worker answers it, counts every worker's connections.
+            for _ in range(6):
+                text = metric_lines(service)
+                assert f"closeguard_websocket_open_connections {total}.0" in text
+                assert RAISED_THREE_TIMES in text
+
+            victim, survivor = sorted(held, key=lambda pid: len(held[pid]))
+            os.kill(victim, signal.SIGKILL)
+            ends = await asyncio.gather(*(closed_with(client) for client in held[victim]))
+            assert ends == [None] * len(held[victim])  # no Close frame: the browser's 1006
+            for client in held[survivor]:
+                await client.send("still here")
+                assert await asyncio.wait_for(client.recv(), 10) == "still here"
+
+            # The next scrape forgets the dead worker's connections and keeps its counters.
+            text = metric_lines(service)
+            assert f"closeguard_websocket_open_connections {len(held[survivor])}.0" in text
+            assert RAISED_THREE_TIMES in text
+            # gunicorn replaces the worker; the survivors are still counted after that.
+            await until(lambda: len(worker_pids(service.process.pid) - {victim}) == 2)
+            await until(lambda: started_workers(service) >= 3, what="the replacement worker")
+            text = metric_lines(service)
+            assert f"closeguard_websocket_open_connections {len(held[survivor])}.0" in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+async def test_reload_and_stop_give_every_open_connection_1012_and_one_record(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    with gunicorn(tmp_path) as service:
+        pids = worker_pids(service.process.pid)
+        async with AsyncExitStack() as stack:
+            held = await spread_over_workers(stack, service, pids)
+            clients = [client for group in held.values() for client in group]
+            service.process.send_signal(signum)
+            ends = await asyncio.gather(*(closed_with(client) for client in clients))
+        assert ends == [(1012, "")] * len(clients)
+        if signum == signal.SIGTERM:
+            assert service.process.wait(timeout=20) == 0
+        else:
+            # A reload: new workers serve, the master goes on.
+            await until(lambda: started_workers(service) >= 4, what="two new workers")
+            await until(lambda: len(worker_pids(service.process.pid) - pids) == 2)
+            assert (await talk(f"{service.ws}/ws/close?code=4000&reason=again")).close == (
+                4000,
+                "again",
+            )
+        await until(lambda: len(records(service, "/ws/echo")) >= len(clients), what="records")
+        await asyncio.sleep(0.3)  # a second record per connection would show by now
+        found = records(service, "/ws/echo")
+    assert len(found) == len(clients)
+    assert len({record["connection_id"] for record in found}) == len(clients)
+    assert {(r["code"], r["initiator"], r["level"]) for r in found} == {(1012, "server", "INFO")}
+
+
+#: closeguard's limit above uvicorn's 16 MiB default, as a service taking large uploads sets it.
+LARGE_LIMIT = 20 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected"),
+    [
+        # The shipped worker class raises uvicorn's limit: closeguard's 1009 is the one sent.
+        (None, (1009, f"message exceeds the limit of {LARGE_LIMIT} bytes")),
+        # uvicorn-worker's own class keeps 16 MiB: uvicorn closes first, with its own reason.
+        ("uvicorn_worker.UvicornWorker", (1009, f"frame exceeds limit of {UVICORN_LIMIT} bytes")),
+    ],
+    ids=["shipped-worker", "stock-worker"],
+)
+async def test_a_limit_above_16_mib_is_closeguards(
+    tmp_path: Path, worker: str | None, expected: tuple[int, str]
+) -> None:
+    options = () if worker is None else ("--worker-class", worker)
+    with gunicorn(tmp_path, *options, CLOSEGUARD_MAX_MESSAGE_SIZE=str(LARGE_LIMIT)) as service:
+        over = await talk(f"{service.ws}/ws/echo", (b"x" * (LARGE_LIMIT + 1),), timeout=30)
+        await until(lambda: len(records(service, "/ws/echo")) == 1, what="the record")
+        found = records(service, "/ws/echo")
+        if worker is None:
+            # Between the two limits: echoed, not closed.
+            between = await talk(
+                f"{service.ws}/ws/echo", (b"y" * (UVICORN_LIMIT + 1),), expect_replies=1,
+                close=(1000, ""), timeout=30,
+            )  # fmt: skip
+            assert between.messages == (b"y" * (UVICORN_LIMIT + 1),)
+    assert over.close == expected
+    initiator = "middleware" if worker is None else "client"
+    assert [(r["code"], r["reason"], r["initiator"]) for r in found] == [(*expected, initiator)]
