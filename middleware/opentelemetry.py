@@ -1,0 +1,147 @@
+"""OpenTelemetry metrics and span attributes from close records: the Prometheus module's twin.
+
+An optional integration (``pip install 'closeguard[opentelemetry]'``) on ``opentelemetry-api``
+alone: a library depends on the API and the app picks the SDK and its exporters; with no SDK
+configured every call here is a no-op. Nothing else in ``middleware`` imports this module. Use
+it as::
+
+    metrics = OpenTelemetryCloseMetrics()   # the global meter provider
+    app = Starlette(routes=..., middleware=[
+        Middleware(OpenTelemetryMiddleware),                 # its server span, if you trace
+        Middleware(CountOpenConnections, metrics=metrics),   # sees the real end
+        Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
+    ])
+
+OpenTelemetry's semantic conventions define no attributes for how a WebSocket closed, so every
+name here is in closeguard's own namespace (``closeguard.``), as the conventions ask of a
+project's own names; none borrows a convention's meaning it does not have.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .record import CloseRecord
+
+try:
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace
+    from opentelemetry.util.types import AttributeValue
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise ImportError(
+        f"middleware.opentelemetry needs opentelemetry-api ({exc}); "
+        "install it with: pip install 'closeguard[opentelemetry]'"
+    ) from exc
+
+__all__ = ["DURATION_BUCKETS", "CountOpenConnections", "OpenTelemetryCloseMetrics"]
+
+#: The histogram's advised bucket bounds, in seconds, the Prometheus module's own: the SDK's
+#: defaults (0 to 10,000) are made for milliseconds, and WebSocket connections live from
+#: milliseconds (a refused handshake) to hours (a dashboard). A View in the app overrides them.
+DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0)
+
+#: The instrumentation scope: the name every closeguard instrument is found under.
+METER_NAME = "closeguard"
+
+
+def _version() -> str | None:
+    """The installed closeguard's version for the meter, or None when run from a source tree."""
+    try:
+        return metadata.version("closeguard")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class OpenTelemetryCloseMetrics:
+    """The three instruments; :meth:`on_close` is the ``on_close`` hook that feeds two of them
+    and, when a recording span is current, tells that span how its WebSocket ended.
+
+    ``meter_provider=None`` uses the global one (``opentelemetry.metrics.get_meter_provider()``,
+    read now: set the SDK's provider before creating this). Pass a provider of your own for
+    tests, or to keep closeguard's instruments apart.
+    """
+
+    def __init__(self, *, meter_provider: otel_metrics.MeterProvider | None = None) -> None:
+        if meter_provider is None:
+            meter_provider = otel_metrics.get_meter_provider()
+        meter = meter_provider.get_meter(METER_NAME, _version())
+        self.closes = meter.create_counter(
+            "closeguard.websocket.closes",
+            unit="{connection}",
+            description="WebSocket connections ended, by close code (absent when no Close frame "
+            "was sent, as for a refused handshake) and by who ended them "
+            "(app, client, middleware, server).",
+        )
+        self.duration = meter.create_histogram(
+            "closeguard.websocket.connection.duration",
+            unit="s",
+            description="How long WebSocket connections lasted, from the handshake to the last "
+            "event.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.open = meter.create_up_down_counter(
+            "closeguard.websocket.connections.open",
+            unit="{connection}",
+            description="WebSocket connections accepted and not yet ended.",
+        )
+
+    def on_close(self, record: CloseRecord) -> None:
+        """Count one ended connection and describe it on the current span; pass this as the
+        middleware's ``on_close``.
+
+        closeguard calls its hooks in the connection's own task before it returns to the server,
+        so an ASGI tracing middleware outside it (OpenTelemetry's ``OpenTelemetryMiddleware``)
+        still has its server span current here. The code and reason are left out when no Close
+        frame was sent: an attribute has no None, and a made-up code would read as a real one.
+        """
+        labels: dict[str, AttributeValue] = {"closeguard.initiator": record.initiator}
+        if record.code is not None:
+            labels["closeguard.close.code"] = record.code
+        self.closes.add(1, labels)
+        self.duration.record(record.duration)
+        span = trace.get_current_span()
+        if not span.is_recording():  # no span, or one sampled out: nobody would see it
+            return
+        # A dict of its own: the SDK keeps the one given to ``add`` as the point's attributes.
+        described: dict[str, AttributeValue] = {
+            **labels,
+            "closeguard.connection_id": record.connection_id,
+        }
+        if record.code is not None:
+            described["closeguard.close.reason"] = record.reason
+        span.set_attributes(described)
+
+
+class CountOpenConnections:
+    """Pure ASGI: the open-connections up-down counter goes up on ``websocket.accept`` and
+    down at the end, as :class:`middleware.prometheus.CountOpenConnections` keeps its gauge.
+
+    Put it outside :class:`~middleware.WebSocketCloseMiddleware`, so the end it sees comes after
+    closeguard's own close (1011, 1009, 1000) and after an exception has left the app.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: OpenTelemetryCloseMetrics) -> None:
+        self.app = app
+        self.counter = metrics.open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        accepted = False
+
+        async def counting_send(message: Message) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                # Count before the server sends: the count must never go below zero.
+                accepted = True
+                self.counter.add(1)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            if accepted:
+                self.counter.add(-1)
