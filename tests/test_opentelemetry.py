@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
@@ -39,6 +40,8 @@ from middleware.opentelemetry import (
     CountOpenConnections,
     OpenTelemetryCloseMetrics,
 )
+from middleware.prometheus import CountOpenConnections as CountOpenPrometheus
+from middleware.prometheus import PrometheusCloseMetrics
 from tests.conftest import talk
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientClose
@@ -315,6 +318,57 @@ async def test_without_a_recording_span_the_metrics_still_count(
     assert telemetry.closes() == {attrs(code=1000, initiator="app"): 1}
     assert telemetry.exporter.get_finished_spans() == ()
     assert [r.getMessage() for r in caplog.records if r.levelno > logging.INFO] == []
+
+
+# Prometheus and OpenTelemetry together ----------------------------------------------------
+
+
+async def test_prometheus_and_opentelemetry_count_the_same_connections(
+    telemetry: Telemetry,
+) -> None:
+    registry = CollectorRegistry()
+    prometheus = PrometheusCloseMetrics(registry=registry)
+    otel = OpenTelemetryCloseMetrics(meter_provider=telemetry.meter_provider)
+    open_counts: list[tuple[float | None, list[int]]] = []
+
+    async def hold(websocket: WebSocket) -> None:
+        await websocket.accept()
+        gauge = registry.get_sample_value("closeguard_websocket_open_connections")
+        open_counts.append((gauge, telemetry.open_connections()))
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def boom(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise RuntimeError("boom")
+
+    app = OpenTelemetryMiddleware(
+        Starlette(
+            routes=[WebSocketRoute("/hold", hold), WebSocketRoute("/boom", boom)],
+            middleware=[
+                Middleware(CountOpenPrometheus, metrics=prometheus),
+                Middleware(CountOpenConnections, metrics=otel),
+                Middleware(WebSocketCloseMiddleware, on_close=[prometheus.on_close, otel.on_close]),
+            ],
+        ),
+        tracer_provider=telemetry.tracer_provider,
+    )
+    await run(app, "/hold", FakeServer(client=[CLIENT_CLOSE]))
+    with pytest.raises(RuntimeError, match="boom"):
+        await run(app, "/boom")
+
+    assert open_counts == [(1.0, [1])]
+    assert telemetry.closes() == {
+        attrs(code=4321, initiator="client"): 1,
+        attrs(code=1011, initiator="middleware"): 1,
+    }
+    for code, initiator in [("4321", "client"), ("1011", "middleware")]:
+        labels = {"code": code, "initiator": initiator}
+        assert registry.get_sample_value("closeguard_websocket_closes_total", labels) == 1.0
+    assert registry.get_sample_value("closeguard_websocket_open_connections") == 0.0
+    assert telemetry.open_connections() == [0]
+    assert [closeguard_attributes(span)["closeguard.close.code"]
+            for span in telemetry.server_spans()] == [4321, 1011]  # fmt: skip
 
 
 # Under uvicorn, OpenTelemetry's ASGI middleware outermost (tests/otel_app.py) --------------
