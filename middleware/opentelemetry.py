@@ -31,7 +31,7 @@ try:
     from opentelemetry.util.types import AttributeValue
 except ImportError as exc:  # an optional dependency: say which extra brings it
     raise ImportError(
-        f"middleware.opentelemetry needs opentelemetry-api ({exc}); "
+        f"{__name__} needs opentelemetry-api ({exc}); "
         "install it with: pip install 'closeguard[opentelemetry]'"
     ) from exc
 

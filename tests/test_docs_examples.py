@@ -3,12 +3,18 @@ page says: each app is served in process with Starlette's TestClient."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import asgi_app
+import both_metrics_app
 import fastapi_app
+import opentelemetry_app
 import per_route_limit
 import prometheus_app
 import pytest
@@ -82,6 +88,53 @@ def test_prometheus_counts_a_refused_handshake() -> None:
         response = client.get("/metrics")
     assert response.status_code == 200
     assert 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0' in response.text
+
+
+def with_global_otel_sdk(module: str) -> dict[str, Any]:
+    """What the SDK got from the example, set up as the app's global providers (in a process of
+    its own: see tests/otel_example_run.py)."""
+    command = [sys.executable, "-m", "tests.otel_example_run", module]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_opentelemetry_counts_the_close_and_puts_it_on_the_server_span() -> None:
+    # With no SDK set up (this process), every OpenTelemetry call is a no-op: the app works.
+    with (
+        TestClient(opentelemetry_app.app) as client,
+        client.websocket_connect("/ws/chat") as websocket,
+    ):
+        assert websocket.receive_text() == "hello"
+        assert websocket.receive() == {"type": "websocket.close", "code": 1000, "reason": "bye"}
+
+    got = with_global_otel_sdk("opentelemetry_app")
+    assert got["messages"] == ["hello"]
+    assert got["close"] == {"type": "websocket.close", "code": 1000, "reason": "bye"}
+    closes = {"closeguard.close.code": 1000, "closeguard.initiator": "app"}
+    assert ["closeguard.websocket.closes", closes, 1] in got["points"]
+    assert ["closeguard.websocket.connections.open", {}, 0] in got["points"]
+    [span] = got["span_attributes"]
+    connection_id = span.pop("closeguard.connection_id")
+    assert re.fullmatch("[0-9a-f]{32}", connection_id)
+    assert span == {**closes, "closeguard.close.reason": "bye"}
+
+
+def test_prometheus_and_opentelemetry_both_count_a_refused_handshake() -> None:
+    refused = 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0'
+    with TestClient(both_metrics_app.app) as client:  # no OpenTelemetry SDK in this process
+        with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws/nowhere"):
+            pass
+        assert refused in client.get("/metrics").text.splitlines()
+
+    got = with_global_otel_sdk("both_metrics_app")
+    assert "refused" in got
+    assert refused in got["metrics_text"].splitlines()
+    assert ["closeguard.websocket.closes", {"closeguard.initiator": "app"}, 1] in got["points"]
+    [span] = got["span_attributes"]
+    assert span["closeguard.initiator"] == "app"
+    assert "closeguard.close.code" not in span
 
 
 def test_testing_page_examples_pass() -> None:
