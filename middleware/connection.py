@@ -226,9 +226,21 @@ class Connection:
             if not self.replace_invalid:
                 raise
             code, reason = substitute_close(code, reason)
+        if code == CloseCode.INTERNAL_ERROR and reason not in ("", INTERNAL_ERROR_REASON):
+            reason = self._withhold_internal_error_reason(reason)
         self.state = State.CLOSED_BY_APP
         self._ended(code, reason, "app")
         return close_message(code, reason)
+
+    def _withhold_internal_error_reason(self, reason: str) -> str:
+        """A 1011's reason is where frameworks put an exception's text (BlackSheep sends
+        ``str(exc)``), and an exception's text may hold anything: a path, a query, a secret.
+        The client gets closeguard's own words; the app's stay in the record, for operators."""
+        if self.requested_code is None:  # else the app asked for an invalid code first
+            self.requested_code = CloseCode.INTERNAL_ERROR
+        withheld = f"a 1011's reason is not sent; the app's was {reason!r}"
+        self.violation = withheld if self.violation is None else f"{self.violation}; {withheld}"
+        return INTERNAL_ERROR_REASON
 
     def check_data_allowed(self, message_type: str) -> None:
         """Raise :class:`CloseAlreadySent` for data after a Close frame was handed over."""

@@ -159,11 +159,52 @@ async def test_invalid_close_left_unhandled_becomes_1011_and_propagates() -> Non
 
 async def test_replace_mode_sends_the_substitute() -> None:
     server = FakeServer()
+    app = raw(ACCEPT, sends({"type": "websocket.close", "code": 4000, "reason": "é" * 70}))
+    records, escaped = await run(app, server, invalid_close="replace")
+    assert escaped is None
+    assert server.closes == [(4000, "é" * 61)]
+    assert records[0].requested_code == 4000
+
+
+async def test_replace_mode_sends_a_1011_substitute_without_the_apps_reason() -> None:
+    server = FakeServer()
     app = raw(ACCEPT, sends({"type": "websocket.close", "code": 1015, "reason": "é" * 70}))
     records, escaped = await run(app, server, invalid_close="replace")
     assert escaped is None
-    assert server.closes == [(1011, "é" * 61)]
-    assert records[0].requested_code == 1015
+    assert server.closes == [(1011, "internal error")]
+    [record] = records
+    assert (record.code, record.reason, record.requested_code) == (1011, "internal error", 1015)
+    assert record.violation is not None
+    assert record.violation.startswith("close code 1015 is reserved")
+    assert f"a 1011's reason is not sent; the app's was {'é' * 61!r}" in record.violation
+
+
+@pytest.mark.parametrize(
+    ("reason", "violation"),
+    [
+        ("ZeroDivisionError: division by zero", "the app's was 'ZeroDivisionError: division"),
+        ("", None),
+        ("internal error", None),
+    ],
+)
+async def test_an_apps_1011_goes_out_with_closeguards_reason_alone(
+    reason: str, violation: str | None
+) -> None:
+    """Frameworks fill a 1011's reason with an exception's text: it never reaches the wire."""
+    server = FakeServer()
+    app = raw(ACCEPT, sends({"type": "websocket.close", "code": 1011, "reason": reason}))
+    records, escaped = await run(app, server)
+    assert escaped is None
+    [record] = records
+    sent = "" if reason == "" else "internal error"
+    assert server.closes == [(1011, sent)]
+    assert (record.code, record.reason, record.initiator) == (1011, sent, "app")
+    if violation is None:
+        assert (record.requested_code, record.violation) == (None, None)
+    else:
+        assert record.requested_code == 1011
+        assert record.violation is not None
+        assert violation in record.violation
 
 
 async def test_send_after_close_raises_and_reaches_nobody() -> None:
