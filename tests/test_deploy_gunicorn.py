@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -277,3 +278,12 @@ async def test_a_limit_above_16_mib_is_closeguards(
     assert over.close == expected
     initiator = "middleware" if worker is None else "client"
     assert [(r["code"], r["reason"], r["initiator"]) for r in found] == [(*expected, initiator)]
+
+
+def test_the_config_refuses_to_start_without_a_metrics_directory() -> None:
+    """Two workers without PROMETHEUS_MULTIPROC_DIR would each count alone: a loud stop."""
+    result = subprocess.run(
+        command(free_port()), cwd=ROOT, env=app_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "set PROMETHEUS_MULTIPROC_DIR" in result.stderr
