@@ -1,10 +1,17 @@
 """closeguard: WebSocket close semantics done right, for any ASGI app.
 
-``from middleware import WebSocketCloseMiddleware`` and mount it; the rest of this package is
+``from closeguard import WebSocketCloseMiddleware`` and mount it; the rest of this package is
 what its records, errors and rules are made of.
 """
 
 from __future__ import annotations
+
+if __name__ != "closeguard":
+    # Imported as ``middleware`` (this directory's name, the package's first name): the
+    # submodules below are then closeguard's own, so no module or class exists twice.
+    from closeguard import _alias
+
+    _alias.alias_submodules(__name__)
 
 from .asgi import MaxMessageSize, WebSocketCloseMiddleware, connection_id
 from .closelog import LOGGER_NAME
