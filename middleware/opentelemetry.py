@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+from .open_connections import CountOpenConnections
 from .record import CloseRecord
 
 try:
@@ -113,35 +112,10 @@ class OpenTelemetryCloseMetrics:
             described["closeguard.close.reason"] = record.reason
         span.set_attributes(described)
 
+    def connection_opened(self) -> None:
+        """For :class:`CountOpenConnections`."""
+        self.open.add(1)
 
-class CountOpenConnections:
-    """Pure ASGI: the open-connections up-down counter goes up on ``websocket.accept`` and
-    down at the end, as :class:`middleware.prometheus.CountOpenConnections` keeps its gauge.
-
-    Put it outside :class:`~middleware.WebSocketCloseMiddleware`, so the end it sees comes after
-    closeguard's own close (1011, 1009, 1000) and after an exception has left the app.
-    """
-
-    def __init__(self, app: ASGIApp, *, metrics: OpenTelemetryCloseMetrics) -> None:
-        self.app = app
-        self.counter = metrics.open
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        accepted = False
-
-        async def counting_send(message: Message) -> None:
-            nonlocal accepted
-            if message["type"] == "websocket.accept" and not accepted:
-                # Count before the server sends: the count must never go below zero.
-                accepted = True
-                self.counter.add(1)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            if accepted:
-                self.counter.add(-1)
+    def connection_ended(self) -> None:
+        """For :class:`CountOpenConnections`."""
+        self.open.add(-1)

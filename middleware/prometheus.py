@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,9 +31,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
-from starlette.types import Message
 
-from .asgi import ASGIApplication
+from .open_connections import CountOpenConnections
 from .record import CloseRecord
 
 __all__ = ["DURATION_BUCKETS", "CountOpenConnections", "PrometheusCloseMetrics", "exposition"]
@@ -88,37 +86,13 @@ class PrometheusCloseMetrics:
         self.closes.labels(code=code, initiator=record.initiator).inc()
         self.duration.observe(record.duration)
 
+    def connection_opened(self) -> None:
+        """For :class:`CountOpenConnections`."""
+        self.open.inc()
 
-class CountOpenConnections:
-    """Pure ASGI: the open-connections gauge goes up on ``websocket.accept``, down at the end.
-
-    Put it outside :class:`~middleware.WebSocketCloseMiddleware`, so the end it sees comes after
-    closeguard's own close (1011, 1009, 1000) and after an exception has left the app.
-    """
-
-    def __init__(self, app: ASGIApplication, *, metrics: PrometheusCloseMetrics) -> None:
-        self.app = app
-        self.gauge = metrics.open
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        accepted = False
-
-        async def counting_send(message: Message) -> None:
-            nonlocal accepted
-            if message["type"] == "websocket.accept" and not accepted:
-                # Count before the server sends: the gauge must never go below zero.
-                accepted = True
-                self.gauge.inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            if accepted:
-                self.gauge.dec()
+    def connection_ended(self) -> None:
+        """For :class:`CountOpenConnections`."""
+        self.open.dec()
 
 
 def _forget_dead_processes(path: str) -> None:
