@@ -1,6 +1,6 @@
 """The explorer page: static HTML and script, plus the facts only the server knows, as JSON.
 
-The close-code names and meanings come from :mod:`middleware.codes` (``CloseCode``,
+The close-code names and meanings come from :mod:`closeguard.codes` (``CloseCode``,
 ``name_of`` and ``describe``), so the page never keeps a second copy of the rules.
 """
 
@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from closeguard import CloseCode, classify, describe, name_of
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
-
-from middleware import CloseCode, classify, describe, name_of
 
 from .settings import Settings
 

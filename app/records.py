@@ -11,7 +11,7 @@ import re
 from collections import OrderedDict
 from typing import Any
 
-from middleware import CloseRecord, describe
+from closeguard import CloseRecord, describe
 
 __all__ = ["NONCE_PATTERN", "RecentCloses"]
 

@@ -6,10 +6,9 @@ closeguard (mounted around them in :mod:`app.service`) is what makes each end ri
 
 from __future__ import annotations
 
+from closeguard import CloseCode
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
-
-from middleware import CloseCode
 
 __all__ = ["ROUTES"]
 

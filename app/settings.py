@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from middleware import WebSocketCloseMiddleware
+from closeguard import WebSocketCloseMiddleware
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "Settings", "SettingsError", "load", "load_or_exit"]
 

@@ -244,7 +244,7 @@ async def test_the_record_of_a_rejected_close_says_what_was_asked(service: AppPr
     assert record["initiator"] == "middleware"
     assert record["requested_code"] == 1005
     assert "1005 is reserved for local use" in str(record["violation"])
-    assert record["exception"] == "middleware.codes.InvalidCloseCode"
+    assert record["exception"] == "closeguard.codes.InvalidCloseCode"
     _, _, body = http_get(f"{service.http}/closes/{record['connection_id']}")
     assert json.loads(body) == record
 

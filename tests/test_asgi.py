@@ -153,7 +153,7 @@ async def test_invalid_close_left_unhandled_becomes_1011_and_propagates() -> Non
     assert server.closes == [(1011, "internal error")]
     assert (records[0].requested_code, records[0].exception) == (
         999,
-        "middleware.codes.InvalidCloseCode",
+        "closeguard.codes.InvalidCloseCode",
     )
 
 
@@ -220,7 +220,7 @@ async def test_send_after_close_raises_and_reaches_nobody() -> None:
     assert [frame.kind for frame in server.wire] == ["accept", "close"]
     assert (records[0].code, records[0].exception) == (
         1000,
-        "middleware.connection.CloseAlreadySent",
+        "closeguard.connection.CloseAlreadySent",
     )
 
 

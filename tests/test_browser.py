@@ -112,7 +112,7 @@ def test_an_invalid_1005_ends_as_1011(page: Page) -> None:
     assert shown["server.code"] == "1011"
     assert shown["server.requested_code"] == "1005"
     assert "1005 is reserved for local use" in shown["server.violation"]
-    assert shown["server.exception"] == "middleware.codes.InvalidCloseCode"
+    assert shown["server.exception"] == "closeguard.codes.InvalidCloseCode"
     assert shown["server.initiator"] == "middleware"
 
 

@@ -359,7 +359,7 @@ def test_an_exception_while_open_becomes_a_generic_1011(reraise: bool) -> None:
 def test_exception_names_are_qualified() -> None:
     conn = opened()
     conn.app_ended(InvalidCloseCode("x", 1))
-    assert conn.record(0).exception == "middleware.codes.InvalidCloseCode"
+    assert conn.record(0).exception == "closeguard.codes.InvalidCloseCode"
 
 
 @pytest.mark.parametrize("reraise", [True, False])

@@ -48,7 +48,7 @@ EXPECTED_CLOSE: dict[str, tuple[int, str] | None] = {
 EXPECTED_RECORD: dict[str, tuple[set[int], str, str | None]] = {
     "normal": ({1000}, "app", None),
     "exception": ({1011}, "middleware", "RuntimeError"),
-    "invalid": ({1011}, "middleware", "middleware.codes.InvalidCloseCode"),
+    "invalid": ({1011}, "middleware", "closeguard.codes.InvalidCloseCode"),
     "oversize": ({1009}, "middleware", None),
     "client_close": ({4000}, "client", None),
     "drop": ({1005, 1006}, "client", None),  # as the server reports a drop (1006 legacy)

@@ -110,7 +110,7 @@ async def test_invalid_code_is_rejected_and_the_client_gets_1011(
     assert record["code"] == 1011
     assert record["initiator"] == "middleware"
     assert record["requested_code"] == code
-    assert record["exception"] == "middleware.codes.InvalidCloseCode"
+    assert record["exception"] == "closeguard.codes.InvalidCloseCode"
     assert f"close code {code} is" in record["violation"]
     assert record["level"] == "ERROR"
 
@@ -121,7 +121,7 @@ async def test_reason_over_123_bytes_is_rejected(conn: Connection, reason: str) 
     assert seen.close == conn.wire(*GENERIC_1011)
     record = conn.record()
     assert record["requested_code"] == 4000
-    assert record["exception"] == "middleware.codes.InvalidCloseReason"
+    assert record["exception"] == "closeguard.codes.InvalidCloseReason"
     assert "the limit is 123 bytes" in record["violation"]
 
 
@@ -214,7 +214,7 @@ async def test_send_after_close_raises_and_nothing_follows_the_close(conn: Conne
     assert seen.messages == ()
     record = conn.record()
     assert (record["code"], record["initiator"]) == (4002, "app")
-    assert record["exception"] == "middleware.connection.CloseAlreadySent"
+    assert record["exception"] == "closeguard.connection.CloseAlreadySent"
     assert "CloseAlreadySent" in conn.server_output()
 
 

@@ -1,8 +1,7 @@
 """Any ASGI app: wrap it. In "replace" mode an invalid close is replaced and logged."""
 
+from closeguard import WebSocketCloseMiddleware
 from starlette.types import Receive, Scope, Send
-
-from middleware import WebSocketCloseMiddleware
 
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:

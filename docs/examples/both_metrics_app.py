@@ -1,6 +1,9 @@
 """Prometheus and OpenTelemetry together: a counting middleware for each, both hooks in
 ``on_close``, and ``/metrics`` for Prometheus to scrape."""
 
+from closeguard import WebSocketCloseMiddleware
+from closeguard import opentelemetry as otel
+from closeguard import prometheus as prom
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -8,10 +11,6 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from middleware import WebSocketCloseMiddleware
-from middleware import opentelemetry as otel
-from middleware import prometheus as prom
 
 registry = CollectorRegistry()  # or prometheus_client's REGISTRY, as multiprocess mode needs
 prometheus_metrics = prom.PrometheusCloseMetrics(registry=registry)

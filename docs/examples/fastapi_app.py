@@ -1,8 +1,7 @@
 """A FastAPI app with closeguard mounted, every close record handed to a hook."""
 
+from closeguard import CloseRecord, WebSocketCloseMiddleware
 from fastapi import FastAPI, WebSocket
-
-from middleware import CloseRecord, WebSocketCloseMiddleware
 
 closed: list[CloseRecord] = []
 

@@ -1,14 +1,13 @@
 """OpenTelemetry for any app: closes by code and initiator, durations, open connections, and
 how each WebSocket ended, on the server span of OpenTelemetry's ASGI middleware."""
 
+from closeguard import WebSocketCloseMiddleware
+from closeguard.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
-
-from middleware import WebSocketCloseMiddleware
-from middleware.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
 
 # The global meter provider: the app's SDK setup (or `opentelemetry-instrument`) sets it.
 metrics = OpenTelemetryCloseMetrics()

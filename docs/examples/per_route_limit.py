@@ -1,8 +1,7 @@
 """A limit chosen per connection: uploads get 8 MiB, everything else 64 KiB, /ws/raw none."""
 
+from closeguard import WebSocketCloseMiddleware
 from starlette.types import ASGIApp, Scope
-
-from middleware import WebSocketCloseMiddleware
 
 
 def limit_for(scope: Scope) -> int | None:

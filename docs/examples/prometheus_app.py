@@ -2,15 +2,14 @@
 
 import os
 
+from closeguard import WebSocketCloseMiddleware
+from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from middleware import WebSocketCloseMiddleware
-from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 
 registry = CollectorRegistry()  # or prometheus_client's REGISTRY, as multiprocess mode needs
 metrics = PrometheusCloseMetrics(registry=registry)

@@ -1,14 +1,13 @@
 """Test your app's closes in process, with Starlette's TestClient (FastAPI's is the same)."""
 
 import pytest
+from closeguard import WebSocketCloseMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from starlette_app import app, fail
-
-from middleware import WebSocketCloseMiddleware
 
 
 def test_an_oversized_message_ends_in_1009() -> None:
