@@ -1,0 +1,65 @@
+"""One small app per framework, each mounting closeguard the way docs/frameworks.md shows.
+
+tests/test_frameworks.py serves each under uvicorn in its own process. Every app has the same
+routes, each ending in a ``{token}`` the test makes up, and writes closeguard's records as JSON
+lines to ``$CLOSEGUARD_TEST_LOG``, as ``tests/wire_app.py`` does:
+
+- ``/close/{code}/{token}?reason=...``: accept, then close with that code and reason;
+- ``/raise/{token}``: accept, then raise an exception whose text holds a secret;
+- ``/return/{token}``: accept, send ``ready``, return without closing;
+- ``/echo/{token}``: accept, echo text until the client leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from importlib.metadata import version
+from typing import Any
+
+from middleware import LOGGER_NAME
+from middleware.record import FIELD_NAMES
+
+#: The limit every framework app sets: small enough to reach quickly.
+LIMIT = 4096
+#: What the ``/raise/`` routes raise with: it must never reach the wire.
+SECRET = "secret detail from the database: password=hunter2"
+
+
+def _version(distribution: str) -> tuple[int, int]:
+    major, minor = version(distribution).split(".")[:2]
+    return int(major), int(minor)
+
+
+#: Quart 0.21+ (Python 3.11+) re-raises a WebSocket's exception when ``PROPAGATE_EXCEPTIONS``
+#: is on. Quart 0.20, the last release for Python 3.10, answers it with its traceback page
+#: instead: the client gets Quart's 1000, and nothing logs the exception.
+QUART_PROPAGATES = _version("quart") >= (0, 21)
+#: Quart 0.23+ (Python 3.13+) runs the handler in an ``asyncio.TaskGroup``, so its exception
+#: reaches closeguard inside an ``ExceptionGroup``, the name the record gives.
+QUART_GROUPS_EXCEPTIONS = _version("quart") >= (0, 23)
+
+
+class JsonLinesHandler(logging.Handler):
+    """Write each log record's level, message and close-record fields as one JSON line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line: dict[str, Any] = {"level": record.levelname, "message": record.getMessage()}
+        line.update({name: getattr(record, name, None) for name in FIELD_NAMES})
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def configure_logging() -> None:
+    """Send closeguard's records to ``$CLOSEGUARD_TEST_LOG``, when it is set."""
+    path = os.environ.get("CLOSEGUARD_TEST_LOG")
+    if not path:
+        return
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.addHandler(JsonLinesHandler(path))

@@ -1,0 +1,62 @@
+"""Litestar, mounted as docs/examples/litestar_app.py shows: the app wrapped, and the
+``after_exception`` hook that lets a WebSocket's exception reach closeguard.
+
+The app has a middleware of its own, as most do: Litestar then wraps each route in a second
+exception middleware, and the exception must get through both."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, WebSocket, websocket
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from middleware import WebSocketCloseMiddleware
+from middleware.integrations.litestar import reraise_websocket_exceptions
+from tests.framework_apps import LIMIT, SECRET, configure_logging
+
+
+@websocket("/close/{code:int}/{token:str}")
+async def close_with(socket: WebSocket[Any, Any, Any], code: int, reason: str = "") -> None:
+    await socket.accept()
+    await socket.close(code, reason)
+
+
+@websocket("/raise/{token:str}")
+async def raise_after_accept(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    raise RuntimeError(SECRET)
+
+
+@websocket("/return/{token:str}")
+async def return_without_close(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    await socket.send_text("ready")
+
+
+@websocket("/echo/{token:str}")
+async def echo(socket: WebSocket[Any, Any, Any]) -> None:
+    await socket.accept()
+    while True:
+        await socket.send_text(await socket.receive_text())
+
+
+class PassThrough:
+    """A Litestar middleware that does nothing: one in the app's list is enough."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+configure_logging()
+app = WebSocketCloseMiddleware(
+    Litestar(
+        route_handlers=[close_with, raise_after_accept, return_without_close, echo],
+        middleware=[PassThrough],
+        after_exception=[reraise_websocket_exceptions],
+    ),
+    max_message_size=LIMIT,
+)
