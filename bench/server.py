@@ -122,6 +122,12 @@ def main() -> None:
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--cpu", type=int, default=None, help="pin the server to this core")
+    parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=int,
+        default=None,
+        help="uvicorn's bound on SIGTERM's wait for connections (default: none)",
+    )
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -141,6 +147,7 @@ def main() -> None:
         access_log=False,
         lifespan="off",
         backlog=4096,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
