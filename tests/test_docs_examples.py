@@ -20,6 +20,7 @@ import prometheus_app
 import pytest
 import starlette_app
 import testing_app
+import testing_httpx_ws
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -138,9 +139,20 @@ def test_prometheus_and_opentelemetry_both_count_a_refused_handshake() -> None:
 
 
 def test_testing_page_examples_pass() -> None:
-    testing_app.test_an_oversized_message_ends_in_1009()
-    testing_app.test_an_exception_after_accept_reaches_the_test()
-    testing_app.test_with_reraise_false_the_client_sees_1011()
+    testing_app.test_a_normal_close()
+    testing_app.test_an_exception_after_accept_is_1011()
+    testing_app.test_an_invalid_close_is_rejected_with_1011()
+    testing_app.test_a_return_without_close_is_1000()
+    testing_app.test_an_oversized_message_is_1009()
+    testing_app.test_by_default_the_app_s_own_exception_reaches_the_test()
+
+
+async def test_testing_page_httpx_ws_examples_pass() -> None:
+    await testing_httpx_ws.test_a_normal_close()
+    await testing_httpx_ws.test_an_exception_after_accept_is_1011()
+    await testing_httpx_ws.test_an_invalid_close_is_rejected_with_1011()
+    await testing_httpx_ws.test_a_return_without_close_is_1000()
+    await testing_httpx_ws.test_an_oversized_message_is_1009()
 
 
 def test_the_readme_minimal_example_gives_1011_and_one_record(
