@@ -9,9 +9,11 @@ connection is read from ``/proc`` (Linux), so that a test can be sure both worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.app_support import BIN_DIR, AppProcess, app_env, http_get, run_app
 from tests.conftest import talk
 from tests.processes import ROOT, free_port
+from tests.test_endings import masked_frame, raw_handshake
 
 CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 #: closeguard's default limit, which the service keeps unless CLOSEGUARD_MAX_MESSAGE_SIZE says.
@@ -91,15 +94,15 @@ async def until(condition: Callable[[], bool], timeout: float = 20.0, what: str 
 
 
 @contextmanager
-def gunicorn(tmp_path: Path, *options: str, **env: str) -> Iterator[AppProcess]:
-    """gunicorn with the shipped config, both workers serving; SIGTERM and wait at the end."""
+def gunicorn(tmp_path: Path, *options: str, workers: int = 2, **env: str) -> Iterator[AppProcess]:
+    """gunicorn with the shipped config, every worker serving; SIGTERM and wait at the end."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir(exist_ok=True)
     port = free_port()
     environment = app_env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), **env)
     with run_app(command(port, *options), port, tmp_path / "gunicorn.log", environment) as service:
-        wait_for(lambda: started_workers(service) >= 2, what="two workers starting")
-        wait_for(lambda: len(worker_pids(service.process.pid)) == 2, what="two live workers")
+        wait_for(lambda: started_workers(service) >= workers, what="the workers starting")
+        wait_for(lambda: len(worker_pids(service.process.pid)) == workers, what="live workers")
         yield service
 
 
@@ -287,3 +290,46 @@ def test_the_config_refuses_to_start_without_a_metrics_directory() -> None:
     )
     assert result.returncode != 0
     assert "set PROMETHEUS_MULTIPROC_DIR" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("worker", "recorded"),
+    [
+        # uvicorn gives up (graceful_timeout - 2 s) and cancels the stuck task: one record.
+        (None, True),
+        # uvicorn waits without limit, and gunicorn's SIGKILL comes first: no record at all.
+        ("uvicorn_worker.UvicornWorker", False),
+    ],
+    ids=["shipped-worker", "stock-worker"],
+)
+async def test_a_connection_stuck_at_shutdown_is_recorded_before_the_kill(
+    tmp_path: Path, worker: str | None, recorded: bool
+) -> None:
+    """A client that sends and never reads leaves the echo stuck in its send at SIGTERM."""
+    options = ["--graceful-timeout", "4", "--workers", "1"]
+    if worker is not None:
+        options += ["--worker-class", worker]
+    with gunicorn(tmp_path, *options, workers=1) as service:
+        sock = raw_handshake(service.port, "/ws/echo")
+        try:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 101")
+            sock.settimeout(1.0)
+            frame = masked_frame(0x1, b"x" * 60_000)
+            with contextlib.suppress(TimeoutError, socket.timeout):
+                for _ in range(1000):  # until the server stops reading: its echo is stuck
+                    sock.sendall(frame)
+            started = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(service.process.wait, 30) == 0
+            took = time.monotonic() - started
+            found = records(service, "/ws/echo")
+        finally:
+            sock.close()
+    if recorded:
+        assert took < 4.0
+        assert [(r["accepted"], r["code"], r["initiator"]) for r in found] == [
+            (True, None, "server")
+        ]
+    else:
+        assert took >= 4.0
+        assert found == []
