@@ -1,0 +1,1 @@
+../../logconfig.py
