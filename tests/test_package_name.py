@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import middleware.prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "middleware"
+QUIET = ("--quiet", "--disable-pip-version-check")
 #: The layout an install exposes: closeguard/ (links to PACKAGE's files) and middleware/.
 NAMES = PACKAGE / "_names"
 
@@ -157,25 +159,30 @@ def project(directory: Path, program: str, *, shadowed: bool) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv's python with the wheel built from this checkout installed, nothing else of ours.
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from this checkout, as ``pip install .`` builds it."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", *QUIET, "--no-deps", "-w", str(tmp), str(ROOT)],
+        check=True,
+        timeout=300,
+    )
+    [built] = tmp.glob("closeguard-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_python(wheel: Path) -> Path:
+    """A venv's python with the wheel installed, nothing else of ours.
 
     The venv has no pip (this one installs into it) and reaches its dependencies through a .pth
     file naming this venv's site-packages, whose own .pth files (the editable install's) Python
     does not read from there.
     """
-    tmp = tmp_path_factory.mktemp("wheel")
-    quiet = ["--quiet", "--disable-pip-version-check"]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "-w", str(tmp), str(ROOT)],
-        check=True,
-        timeout=300,
-    )
-    [wheel] = tmp.glob("closeguard-*.whl")
-    venv = tmp / "venv"
+    venv = wheel.parent / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    install = ["install", *quiet, "--no-deps", "--no-index", str(wheel)]
+    install = ["install", *QUIET, "--no-deps", "--no-index", str(wheel)]
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), *install], check=True)
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -185,6 +192,15 @@ def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).stdout.strip()
     (Path(site) / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
+
+
+def test_the_wheel_holds_closeguard_and_the_alias_only(wheel: Path) -> None:
+    """Every file of the package under closeguard/, the small middleware alias, nothing else
+    (no app/, no tests/, no second copy of a module)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = {name for name in archive.namelist() if ".dist-info/" not in name}
+    expected = {f"closeguard/{path.as_posix()}" for path in package_files(PACKAGE)}
+    assert names == expected | {"middleware/__init__.py", "middleware/py.typed"}
 
 
 def test_wheel_serves_closeguard_beside_a_project_middleware_module(
