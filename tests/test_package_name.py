@@ -200,7 +200,8 @@ def test_the_wheel_holds_closeguard_and_the_alias_only(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = {name for name in archive.namelist() if ".dist-info/" not in name}
     expected = {f"closeguard/{path.as_posix()}" for path in package_files(PACKAGE)}
-    assert names == expected | {"middleware/__init__.py", "middleware/py.typed"}
+    alias = {"__init__.py", "py.typed", "prometheus.pyi", "opentelemetry.pyi"}
+    assert names == expected | {f"middleware/{name}" for name in alias}
 
 
 def test_wheel_serves_closeguard_beside_a_project_middleware_module(
@@ -291,6 +292,20 @@ def test_the_installed_layout_links_every_module() -> None:
         assert (layout / name).resolve() == PACKAGE / name
 
 
+#: Code typed against the first name, as the docs taught it before: the same types.
+TYPED_OLD_USER = """
+from middleware import CloseRecord, WebSocketCloseMiddleware
+from middleware.prometheus import PrometheusCloseMetrics
+
+import closeguard
+
+record: closeguard.CloseRecord | None = None
+mine: CloseRecord | None = record
+reveal_type(WebSocketCloseMiddleware)
+reveal_type(PrometheusCloseMetrics)
+"""
+
+
 @pytest.mark.parametrize("install", ["wheel", "editable"])
 def test_mypy_strict_reads_closeguard_types(
     install: str, wheel_python: Path, tmp_path: Path
@@ -299,11 +314,29 @@ def test_mypy_strict_reads_closeguard_types(
     for the wheel; the revealed types are closeguard's own classes, not Any."""
     python = wheel_python if install == "wheel" else Path(sys.executable)
     script = project(tmp_path / "typed", TYPED_USER, shadowed=install == "wheel")
+    notes = mypy_notes(python, script)
+    assert "-> closeguard.asgi.WebSocketCloseMiddleware" in notes[0]
+    assert "-> closeguard.prometheus.PrometheusCloseMetrics" in notes[1]
+
+
+def test_mypy_strict_reads_the_wheel_s_first_name_as_closeguard(
+    wheel_python: Path, tmp_path: Path
+) -> None:
+    """Where nothing shadows it, ``middleware`` type-checks as the same package: its classes are
+    closeguard's, so a value crosses between the names."""
+    notes = mypy_notes(wheel_python, project(tmp_path / "old", TYPED_OLD_USER, shadowed=False))
+    assert "-> closeguard.asgi.WebSocketCloseMiddleware" in notes[0]
+    assert "-> closeguard.prometheus.PrometheusCloseMetrics" in notes[1]
+
+
+def mypy_notes(python: Path, script: Path) -> list[str]:
+    """``mypy --strict`` on ``script`` against ``python``'s packages: its reveal_type notes,
+    after checking that it reported nothing else."""
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "MYPYPATH"}}
     done = subprocess.run(
         [
             *(sys.executable, "-m", "mypy", "--strict", "--python-executable", str(python)),
-            *("--cache-dir", str(tmp_path / "cache"), "--no-error-summary", script.name),
+            *("--cache-dir", str(script.parent / ".mypy_cache"), "--no-error-summary", script.name),
         ],
         cwd=script.parent,
         env=env,
@@ -314,5 +347,4 @@ def test_mypy_strict_reads_closeguard_types(
     )
     notes = done.stdout.splitlines()
     assert all(": note: Revealed type is " in line for line in notes), done.stdout
-    assert "-> closeguard.asgi.WebSocketCloseMiddleware" in notes[0]
-    assert "-> closeguard.prometheus.PrometheusCloseMetrics" in notes[1]
+    return notes
