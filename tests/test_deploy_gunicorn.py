@@ -208,7 +208,9 @@ async def test_metrics_merge_both_workers_and_a_killed_workers_gauge_goes(tmp_pa
                 await client.send("still here")
                 assert await asyncio.wait_for(client.recv(), 10) == "still here"
 
-            # The next scrape forgets the dead worker's connections and keeps its counters.
+            # Once gunicorn has reaped the worker (until then its pid is a zombie, which exists),
+            # the next scrape forgets its connections and keeps its counters.
+            await until(lambda: not Path(f"/proc/{victim}").exists(), what="the reaping")
             text = metric_lines(service)
             assert f"closeguard_websocket_open_connections {len(held[survivor])}.0" in text
             assert RAISED_THREE_TIMES in text
