@@ -1,9 +1,10 @@
 """deploy/gunicorn.conf.py, run as an operator runs it: gunicorn, two uvicorn workers, the service.
 
 Each test starts ``gunicorn -c deploy/gunicorn.conf.py app.main:app`` on 127.0.0.1 at a free
-port (the one option added to the file) and talks to it with the ``websockets`` client: what
-the clients receive, the JSON lines on stdout, and ``/metrics``. Which worker holds a
-connection is read from ``/proc`` (Linux), so that a test can be sure both workers serve.
+port (``--bind`` added to the file's settings; a test that compares adds one more) and talks to
+it with the ``websockets`` client: what the clients receive, the JSON lines on stdout, and
+``/metrics``. Which worker holds a connection is read from ``/proc`` (Linux), so that a test can
+be sure both workers serve.
 """
 
 from __future__ import annotations
