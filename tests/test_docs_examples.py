@@ -12,17 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import asgi_app
+import blacksheep_app
 import both_metrics_app
+import channels_app
 import fastapi_app
+import litestar_app
 import opentelemetry_app
 import per_route_limit
 import prometheus_app
 import pytest
+import quart_app
 import starlette_app
 import testing_app
 import testing_httpx_ws
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
+from tests.conftest import Seen, talk
+from tests.framework_apps import QUART_PROPAGATES
+from tests.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -173,3 +181,97 @@ def test_the_readme_minimal_example_gives_1011_and_one_record(
     assert record.getMessage().startswith(
         "websocket /ws/fail closed: code=1011 reason='internal error' initiator=middleware"
     )
+
+
+def closes_recorded(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
+    """(code, reason, initiator, exception) of each close record logged so far."""
+    fields = ("code", "reason", "initiator", "exception")
+    return [
+        tuple(getattr(r, field) for field in fields)
+        for r in caplog.records
+        if r.name == "closeguard"
+    ]
+
+
+def test_litestar_exception_reaches_closeguard(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="closeguard")
+    with TestClient(litestar_app.app) as client:
+        with client.websocket_connect("/ws/echo") as websocket:
+            websocket.send_text("hi")
+            assert websocket.receive_text() == "hi"
+        with (
+            pytest.raises(RuntimeError, match="a bug"),
+            client.websocket_connect("/ws/fail") as websocket,
+        ):
+            websocket.receive_text()
+    assert closes_recorded(caplog) == [
+        (1000, "", "client", None),
+        (1011, "internal error", "middleware", "RuntimeError"),
+    ]
+
+
+async def test_quart_exception_reaches_closeguard(tmp_path: Path) -> None:
+    """Under uvicorn: Starlette's TestClient cancels Quart's WebSocket task when the client
+    leaves (without closeguard too), and Quart's own test client hangs on an ExceptionGroup."""
+    port = free_port()
+    output = tmp_path / "uvicorn.log"
+    command = [
+        sys.executable, "-m", "uvicorn", f"{quart_app.__name__}:app", "--host", "127.0.0.1",
+        "--port", str(port), "--app-dir", str(EXAMPLES),
+    ]  # fmt: skip
+    with running(command, port, output=output, what="uvicorn with quart_app"):
+        url = f"ws://127.0.0.1:{port}"
+        echo = await talk(f"{url}/ws/echo", ("hi",), expect_replies=1, close=(1000, ""))
+        fail = await talk(f"{url}/ws/fail")
+    assert echo == Seen(code=1000, reason="", messages=("hi",))
+    if QUART_PROPAGATES:
+        assert fail.close == (1011, "internal error")
+        assert "RuntimeError: a bug" in output.read_text()
+    else:  # Quart 0.20, Python 3.10: its own 1000 (docs/frameworks.md)
+        assert fail.close == (1000, "")
+
+
+def test_channels_exception_and_a_refused_origin_are_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="closeguard")
+    # No `with`: Channels answers no lifespan events.
+    client = TestClient(channels_app.application)  # type: ignore[arg-type]
+    origin = {"origin": "http://testserver"}
+    with client.websocket_connect("/ws/echo", headers=origin) as websocket:
+        websocket.send_text("hi")
+        assert websocket.receive_text() == "hi"
+    with (
+        pytest.raises(RuntimeError, match="a bug"),
+        client.websocket_connect("/ws/fail", headers=origin) as websocket,
+    ):
+        websocket.receive_text()
+    with (
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect("/ws/echo", headers={"origin": "http://elsewhere.example"}),
+    ):
+        pass
+    assert closes_recorded(caplog) == [
+        (1000, "", "client", None),
+        (1011, "internal error", "middleware", "RuntimeError"),
+        (None, "", "app", None),  # the origin check refused the handshake
+    ]
+    assert [getattr(r, "http_status", None) for r in caplog.records][-1] == 403
+
+
+def test_blacksheep_exception_text_stays_off_the_wire(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="closeguard")
+    with TestClient(blacksheep_app.app) as client:
+        with client.websocket_connect("/ws/echo") as websocket:
+            websocket.send_text("hi")
+            assert websocket.receive_text() == "hi"
+        with (
+            client.websocket_connect("/ws/fail") as websocket,
+            pytest.raises(WebSocketDisconnect) as ended,
+        ):
+            websocket.receive_text()
+    assert (ended.value.code, ended.value.reason) == (1011, "internal error")
+    # BlackSheep sent 1011 with the exception's text: the record keeps it, for the operator.
+    [record] = [r.__dict__ for r in caplog.records if getattr(r, "code", None) == 1011]
+    assert (record["initiator"], record["requested_code"]) == ("app", 1011)
+    assert "a bug, with a secret in its text" in record["violation"]
