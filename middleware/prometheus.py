@@ -99,21 +99,33 @@ def _forget_dead_processes(path: str) -> None:
     """Drop the live-gauge files of worker processes that are gone.
 
     prometheus_client leaves that to a server hook (gunicorn's ``child_exit``); uvicorn has no
-    such hook, so a killed worker's open connections would be counted forever. A pid that no
-    longer exists in this pid namespace is dead; its counters and histograms are kept.
+    such hook, so a killed worker's open connections would be counted forever. A dead pid's
+    counters and histograms are kept.
     """
     for file in glob.glob(os.path.join(path, "gauge_live*_*.db")):
         pid_text = os.path.basename(file).rsplit("_", 1)[-1].removesuffix(".db")
-        if not pid_text.isdigit():
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
+        if pid_text.isdigit() and not _alive(int(pid_text)):
             # What prometheus_client's mark_process_dead does; another worker may race us.
             with contextlib.suppress(FileNotFoundError):
                 os.remove(file)
-        except PermissionError:
-            continue  # alive, owned by someone else
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs in this pid namespace. A worker killed and not yet reaped by its
+    master is a zombie: it exists, and it is dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read()
+    except OSError:
+        return True  # no /proc (macOS): that it exists is all there is to know
+    # "pid (command) state ...": the command may hold spaces and parentheses.
+    return fields.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def exposition(

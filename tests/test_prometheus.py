@@ -195,6 +195,33 @@ def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None
     assert list(tmp_path.glob("gauge_livesum_*.db")) == []
 
 
+def test_a_killed_worker_not_yet_reaped_is_forgotten(tmp_path: Path) -> None:
+    """Between a worker's death and its master's wait, the pid is a zombie: still dead."""
+    child = (
+        "from middleware.prometheus import PrometheusCloseMetrics\n"
+        "PrometheusCloseMetrics().open.inc()\n"
+        "import os; os._exit(0)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    zombie = subprocess.Popen([sys.executable, "-c", child], env=env, cwd=ROOT)
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        for _ in range(300):  # not waited for: it stays a zombie once it has exited
+            if stat.read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError("the child never exited")
+        assert len(list(tmp_path.glob("gauge_livesum_*.db"))) == 1
+
+        text = exposition(multiprocess_dir=str(tmp_path))[0].decode().splitlines()
+
+        assert not [line for line in text if line.startswith("closeguard_websocket_open_")]
+        assert list(tmp_path.glob("gauge_livesum_*.db")) == []
+    finally:
+        zombie.wait(timeout=30)
+
+
 @pytest.mark.parametrize("module", ["middleware", "middleware.codes", "middleware.asgi"])
 def test_the_core_never_imports_prometheus_client(module: str) -> None:
     code = f"import sys, {module}; assert 'prometheus_client' not in sys.modules"
