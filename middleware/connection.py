@@ -7,6 +7,7 @@ or logs, so every rule, the end of a connection above all, is tested without a s
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import NamedTuple
 
@@ -21,6 +22,11 @@ from .codes import (
     substitute_close,
 )
 from .record import CloseRecord, Initiator
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # anyio's own dependency there
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = [
     "CloseAlreadySent",
@@ -86,6 +92,14 @@ def message_size(message: Message) -> int:
     if text is not None:
         return utf8_size(text)
     return len(message.get("bytes") or b"")
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions a group holds, however nested, or the lone exception itself. Apps that
+    run a handler in a task group (Quart 0.23, anyio's) raise its exception inside a group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]
 
 
 def qualified_name(exc: BaseException) -> str:
@@ -342,9 +356,11 @@ class Connection:
                 self.state = State.TORN_DOWN
                 self._ended(None, "", "server")
             return Ending(reraise=True)
-        if state in ENDED_STATES and isinstance(exc, ORDINARY_END_EXCEPTIONS):
+        leaves = leaf_exceptions(exc)
+        if state in ENDED_STATES and all(isinstance(e, ORDINARY_END_EXCEPTIONS) for e in leaves):
             return Ending()  # the usual end of a Starlette endpoint whose peer left
-        self.exception = qualified_name(exc)
+        # A group of one is that one exception, as the traceback a reader opens would say.
+        self.exception = qualified_name(leaves[0] if len(leaves) == 1 else exc)
         # Before accept no close can reach the client: the server answers (HTTP 500).
         close = (
             self._close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)

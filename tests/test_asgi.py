@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from middleware import (
     LOGGER_NAME,
@@ -28,9 +29,14 @@ from middleware import (
     WebSocketCloseMiddleware,
     connection_id,
 )
-from middleware.connection import message_size
+from middleware.connection import message_size, qualified_name
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientBytes, ClientClose, ClientDrop, ClientEvent, ClientText
+
+if sys.version_info >= (3, 11):
+    from builtins import ExceptionGroup
+else:
+    from exceptiongroup import ExceptionGroup
 
 
 def scope(path: str = "/ws") -> Scope:
@@ -244,6 +250,41 @@ async def test_reraise_off_swallows_after_the_1011(caplog: pytest.LogCaptureFixt
     [log] = [r for r in caplog.records if r.name == "closeguard"]
     assert log.levelno == logging.ERROR
     assert log.exc_info is not None  # the one traceback, since the server never sees it
+
+
+@pytest.mark.parametrize(
+    ("inner", "named"),
+    [
+        ([RuntimeError("boom")], "RuntimeError"),  # a task group's one failure: that one
+        ([ExceptionGroup("inner", [KeyError("k")])], "KeyError"),
+        # Several: the group (exceptiongroup's backport on Python 3.10, so named by module).
+        ([RuntimeError("a"), KeyError("b")], qualified_name(ExceptionGroup("", [KeyError()]))),
+    ],
+)
+async def test_an_exception_group_names_what_it_holds(inner: list[Exception], named: str) -> None:
+    async def grouped(receive: Receive, send: Send) -> None:
+        raise ExceptionGroup("handler task group", inner)
+
+    server = FakeServer()
+    records, escaped = await run(raw(ACCEPT, grouped), server)
+    assert isinstance(escaped, ExceptionGroup)
+    assert server.closes == [(1011, "internal error")]
+    [record] = records
+    assert (record.code, record.initiator, record.exception) == (1011, "middleware", named)
+
+
+async def test_a_group_of_ordinary_ends_after_the_disconnect_is_an_ordinary_end() -> None:
+    async def grouped(receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "websocket.disconnect"
+        raise ExceptionGroup("handler task group", [WebSocketDisconnect(message["code"])])
+
+    server = FakeServer([ClientClose(1000, b"bye")])
+    records, escaped = await run(raw(ACCEPT, grouped), server)
+    assert escaped is None
+    assert server.closes == []
+    [record] = records
+    assert (record.code, record.initiator, record.exception) == (1000, "client", None)
 
 
 async def test_exception_before_accept_sends_nothing() -> None:

@@ -36,9 +36,6 @@ def _version(distribution: str) -> tuple[int, int]:
 #: is on. Quart 0.20, the last release for Python 3.10, answers it with its traceback page
 #: instead: the client gets Quart's 1000, and nothing logs the exception.
 QUART_PROPAGATES = _version("quart") >= (0, 21)
-#: Quart 0.23+ (Python 3.13+) runs the handler in an ``asyncio.TaskGroup``, so its exception
-#: reaches closeguard inside an ``ExceptionGroup``, the name the record gives.
-QUART_GROUPS_EXCEPTIONS = _version("quart") >= (0, 23)
 
 
 class JsonLinesHandler(logging.Handler):
