@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging.config
 from typing import Any
 
+from closeguard.logconfig import config
 from pythonjsonlogger.core import RESERVED_ATTRS
 
 from .settings import Settings
@@ -34,25 +35,7 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         }
     else:
         formatter = {"format": TEXT_FORMAT}
-    # uvicorn's loggers are named so that their own handlers are replaced, not added to.
-    uvicorn_loggers = {
-        name: {"handlers": [], "propagate": True, "level": settings.log_level}
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
-    }
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"default": formatter},
-        "handlers": {
-            "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "default",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "loggers": uvicorn_loggers,
-        "root": {"handlers": ["stdout"], "level": settings.log_level},
-    }
+    return config(formatter, settings.log_level)
 
 
 def configure(settings: Settings) -> None:

@@ -58,14 +58,15 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def config(formatter: dict[str, Any]) -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` dict: everything to stdout through ``formatter``.
+def config(formatter: dict[str, Any], level: str = "INFO") -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` dict: everything at ``level`` and above to stdout
+    through ``formatter``.
 
     uvicorn's loggers lose their own handlers and pass their records up, so each line is
     written once, in one format.
     """
     uvicorn_loggers = {
-        name: {"handlers": [], "propagate": True}
+        name: {"handlers": [], "propagate": True, "level": level}
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
     }
     return {
@@ -80,7 +81,7 @@ def config(formatter: dict[str, Any]) -> dict[str, Any]:
             }
         },
         "loggers": uvicorn_loggers,
-        "root": {"handlers": ["stdout"], "level": "INFO"},
+        "root": {"handlers": ["stdout"], "level": level},
     }
 
 
