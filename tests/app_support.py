@@ -60,8 +60,18 @@ class AppProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def log_lines(self) -> list[dict[str, Any]]:
-        """Every stdout line, each of which must be one JSON object."""
-        return [json.loads(line) for line in self.log_text().splitlines() if line.strip()]
+        """Every whole stdout line so far, each of which must be one JSON object."""
+        text = self.log_text()
+        complete = text[: text.rfind("\n") + 1]  # a line being written waits for the next look
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+    def close_records(self, path: str) -> list[dict[str, Any]]:
+        """closeguard's records of the connections to ``path`` so far."""
+        return [
+            line
+            for line in self.log_lines()
+            if line.get("logger") == "closeguard" and line["path"] == path
+        ]
 
     def wait_for_log(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -20,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -61,22 +59,9 @@ def worker_pids(master: int) -> set[int]:
 
 
 def started_workers(service: AppProcess) -> int:
-    return sum(line.get("message") == "Application startup complete." for line in lines(service))
-
-
-def lines(service: AppProcess) -> list[dict[str, Any]]:
-    """Every whole stdout line so far, each of which must be one JSON object."""
-    text = service.log_text()
-    complete = text[: text.rfind("\n") + 1]  # a line being written waits for the next look
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
-
-
-def records(service: AppProcess, path: str) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in lines(service)
-        if line.get("logger") == "closeguard" and line["path"] == path
-    ]
+    return sum(
+        line.get("message") == "Application startup complete." for line in service.log_lines()
+    )
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "it") -> None:
@@ -165,10 +150,12 @@ async def test_closes_on_the_wire_and_one_json_record_each(tmp_path: Path) -> No
         assert oversized.close == (1009, f"message exceeds the limit of {DEFAULT_LIMIT} bytes")
         assert (await talk(f"{service.ws}/ws/return")).close == (1000, "")
         assert (await talk(f"{service.ws}/ws/close?code=4000&reason=bye")).close == (4000, "bye")
-        await until(lambda: len(records(service, "/ws/close")) == 1, what="the last record")
+        await until(lambda: len(service.close_records("/ws/close")) == 1, what="the last record")
 
-        ended = {path: records(service, path) for path in ("/ws/raise", "/ws/echo", "/ws/return")}
-        everything = lines(service)
+        ended = {
+            path: service.close_records(path) for path in ("/ws/raise", "/ws/echo", "/ws/return")
+        }
+        everything = service.log_lines()
 
     assert [(r["code"], r["initiator"], r["level"]) for r in ended["/ws/raise"]] == [
         (1011, "middleware", "ERROR")
@@ -253,9 +240,9 @@ async def test_reload_and_stop_give_every_open_connection_1012_and_one_record(
                 4000,
                 "again",
             )
-        await until(lambda: len(records(service, "/ws/echo")) >= len(clients), what="records")
+        await until(lambda: len(service.close_records("/ws/echo")) >= len(clients), what="records")
         await asyncio.sleep(0.3)  # a second record per connection would show by now
-        found = records(service, "/ws/echo")
+        found = service.close_records("/ws/echo")
     assert len(found) == len(clients)
     assert len({record["connection_id"] for record in found}) == len(clients)
     assert {(r["code"], r["initiator"], r["level"]) for r in found} == {(1012, "server", "INFO")}
@@ -281,8 +268,8 @@ async def test_a_limit_above_16_mib_is_closeguards(
     options = () if worker is None else ("--worker-class", worker)
     with gunicorn(tmp_path, *options, CLOSEGUARD_MAX_MESSAGE_SIZE=str(LARGE_LIMIT)) as service:
         over = await talk(f"{service.ws}/ws/echo", (b"x" * (LARGE_LIMIT + 1),), timeout=30)
-        await until(lambda: len(records(service, "/ws/echo")) == 1, what="the record")
-        found = records(service, "/ws/echo")
+        await until(lambda: len(service.close_records("/ws/echo")) == 1, what="the record")
+        found = service.close_records("/ws/echo")
         if worker is None:
             # Between the two limits: echoed, not closed.
             between = await talk(
@@ -334,7 +321,7 @@ async def test_a_connection_stuck_at_shutdown_is_recorded_before_the_kill(
             service.process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(service.process.wait, 30) == 0
             took = time.monotonic() - started
-            found = records(service, "/ws/echo")
+            found = service.close_records("/ws/echo")
         finally:
             sock.close()
     if recorded:

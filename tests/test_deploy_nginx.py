@@ -10,7 +10,6 @@ nginx (.ci/setup.d/30-nginx.sh): without it they skip, except in CI, where they 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -100,22 +99,7 @@ class Proxied:
 
     def records(self, path: str) -> list[dict[str, Any]]:
         """closeguard's records for ``path`` in both upstreams' logs."""
-        return [record for upstream in self.upstreams for record in records(upstream, path)]
-
-
-def lines(service: AppProcess) -> list[dict[str, Any]]:
-    """Every whole stdout line so far, each of which must be one JSON object."""
-    text = service.log_text()
-    complete = text[: text.rfind("\n") + 1]  # a line being written waits for the next look
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
-
-
-def records(service: AppProcess, path: str) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in lines(service)
-        if line.get("logger") == "closeguard" and line["path"] == path
-    ]
+        return [record for upstream in self.upstreams for record in upstream.close_records(path)]
 
 
 def upstream_command(port: int, *options: str) -> list[str]:
@@ -250,7 +234,7 @@ async def test_a_rolling_restart_is_1012_then_a_reconnect_to_the_other(tmp_path:
             # uvicorn ends by the signal it was sent, raised again after its graceful shutdown.
             assert await asyncio.to_thread(first.process.wait, 20) == -signal.SIGTERM
             # The first instance has ended its connections (one record each) and exited.
-            restarted = len(records(first, "/ws/echo"))
+            restarted = len(first.close_records("/ws/echo"))
             await until(lambda: sum(c.state is not State.OPEN for c in clients) == restarted)
             gone = [client for client in clients if client.state is not State.OPEN]
             kept = [client for client in clients if client.state is State.OPEN]
@@ -265,9 +249,9 @@ async def test_a_rolling_restart_is_1012_then_a_reconnect_to_the_other(tmp_path:
             for index in range(len(gone)):
                 async with connect(f"{proxy.ws}/ws/echo", ping_interval=None) as again:
                     await echo(again, f"back {index}")
-            await until(lambda: len(records(second, "/ws/echo")) == len(gone), what="records")
-            reconnected = records(second, "/ws/echo")
-        stopped = records(first, "/ws/echo")
+            await until(lambda: len(second.close_records("/ws/echo")) == len(gone), what="records")
+            reconnected = second.close_records("/ws/echo")
+        stopped = first.close_records("/ws/echo")
     assert [(r["code"], r["initiator"]) for r in stopped] == [(1012, "server")] * len(gone)
     assert [(r["code"], r["initiator"]) for r in reconnected] == [(1000, "client")] * len(gone)
 

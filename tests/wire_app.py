@@ -22,35 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from middleware import (
-    LOGGER_NAME,
     CloseRecord,
     InvalidCloseCode,
     WebSocketCloseMiddleware,
     connection_id,
 )
-from middleware.record import FIELD_NAMES
+from tests.record_log import write_records_to_test_log
 
 #: Small enough to reach quickly, and below every server's own limit.
 DEFAULT_LIMIT = 4096
 SMALL_LIMIT = 16
-
-
-class JsonLinesHandler(logging.Handler):
-    """Write each log record's level, message and close-record fields as one JSON line."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line: dict[str, Any] = {
-            "level": record.levelname,
-            "message": record.getMessage(),
-            "traceback": record.exc_info is not None,
-        }
-        line.update({name: getattr(record, name, None) for name in FIELD_NAMES})
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
 
 
 def _write_hook_call(record: CloseRecord, hook: str) -> None:
@@ -89,15 +70,6 @@ def _broken_logger() -> logging.Logger:
     logger.setLevel(logging.INFO)
     logger.addHandler(BrokenHandler())
     return logger
-
-
-def _configure_logging() -> None:
-    path = os.environ.get("CLOSEGUARD_TEST_LOG")
-    if not path:
-        return
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(logging.INFO)
-    logger.addHandler(JsonLinesHandler(path))
 
 
 # Starlette endpoints --------------------------------------------------------------------
@@ -257,7 +229,7 @@ class PrefixRouter:
 
 
 def build() -> ASGIApp:
-    _configure_logging()
+    write_records_to_test_log()
     inner = scenarios()
     return PrefixRouter(
         {

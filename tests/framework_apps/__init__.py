@@ -12,14 +12,7 @@ lines to ``$CLOSEGUARD_TEST_LOG``, as ``tests/wire_app.py`` does:
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from importlib.metadata import version
-from typing import Any
-
-from middleware import LOGGER_NAME
-from middleware.record import FIELD_NAMES
 
 #: The limit every framework app sets: small enough to reach quickly.
 LIMIT = 4096
@@ -36,27 +29,3 @@ def _version(distribution: str) -> tuple[int, int]:
 #: is on. Quart 0.20, the last release for Python 3.10, answers it with its traceback page
 #: instead: the client gets Quart's 1000, and nothing logs the exception.
 QUART_PROPAGATES = _version("quart") >= (0, 21)
-
-
-class JsonLinesHandler(logging.Handler):
-    """Write each log record's level, message and close-record fields as one JSON line."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self.path = path
-
-    def emit(self, record: logging.LogRecord) -> None:
-        line: dict[str, Any] = {"level": record.levelname, "message": record.getMessage()}
-        line.update({name: getattr(record, name, None) for name in FIELD_NAMES})
-        with open(self.path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
-
-
-def configure_logging() -> None:
-    """Send closeguard's records to ``$CLOSEGUARD_TEST_LOG``, when it is set."""
-    path = os.environ.get("CLOSEGUARD_TEST_LOG")
-    if not path:
-        return
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(logging.INFO)
-    logger.addHandler(JsonLinesHandler(path))

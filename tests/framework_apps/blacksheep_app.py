@@ -6,7 +6,8 @@ from __future__ import annotations
 from blacksheep import Application, WebSocket, WebSocketDisconnectError
 
 from middleware import WebSocketCloseMiddleware
-from tests.framework_apps import LIMIT, SECRET, configure_logging
+from tests.framework_apps import LIMIT, SECRET
+from tests.record_log import write_records_to_test_log
 
 
 async def close_with(websocket: WebSocket, code: int, token: str) -> None:
@@ -40,5 +41,5 @@ blacksheep_app.router.add_ws("/raise/{token}", raise_after_accept)
 blacksheep_app.router.add_ws("/return/{token}", return_without_close)
 blacksheep_app.router.add_ws("/echo/{token}", echo)
 
-configure_logging()
+write_records_to_test_log()
 app = WebSocketCloseMiddleware(blacksheep_app, max_message_size=LIMIT)

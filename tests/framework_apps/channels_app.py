@@ -21,7 +21,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from middleware import WebSocketCloseMiddleware  # noqa: E402
-from tests.framework_apps import LIMIT, SECRET, configure_logging  # noqa: E402
+from tests.framework_apps import LIMIT, SECRET  # noqa: E402
+from tests.record_log import write_records_to_test_log  # noqa: E402
 
 
 def route(scope: Mapping[str, Any]) -> tuple[str, dict[str, object]]:
@@ -76,7 +77,7 @@ def urls(prefix: str, consumer: type[AsyncScenarios] | type[SyncScenarios]) -> l
     return [path(prefix + route, app) for route in [*routes, "echo/<str:token>"]]  # type: ignore[arg-type]
 
 
-configure_logging()
+write_records_to_test_log()
 application = ProtocolTypeRouter(
     {
         "websocket": WebSocketCloseMiddleware(

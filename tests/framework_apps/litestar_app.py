@@ -13,7 +13,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from middleware import WebSocketCloseMiddleware
 from middleware.integrations.litestar import reraise_websocket_exceptions
-from tests.framework_apps import LIMIT, SECRET, configure_logging
+from tests.framework_apps import LIMIT, SECRET
+from tests.record_log import write_records_to_test_log
 
 
 @websocket("/close/{code:int}/{token:str}")
@@ -51,7 +52,7 @@ class PassThrough:
         await self.app(scope, receive, send)
 
 
-configure_logging()
+write_records_to_test_log()
 app = WebSocketCloseMiddleware(
     Litestar(
         route_handlers=[close_with, raise_after_accept, return_without_close, echo],

@@ -6,7 +6,8 @@ from __future__ import annotations
 from quart import Quart, websocket
 
 from middleware import WebSocketCloseMiddleware
-from tests.framework_apps import LIMIT, SECRET, configure_logging
+from tests.framework_apps import LIMIT, SECRET
+from tests.record_log import write_records_to_test_log
 
 app = Quart(__name__)
 app.config["PROPAGATE_EXCEPTIONS"] = True
@@ -37,6 +38,6 @@ async def echo(token: str) -> None:
         await websocket.send(await websocket.receive())
 
 
-configure_logging()
+write_records_to_test_log()
 # Quart declares asgi_app a method; its docs assign a middleware to it all the same.
 app.asgi_app = WebSocketCloseMiddleware(app.asgi_app, max_message_size=LIMIT)  # type: ignore[method-assign]
