@@ -4,7 +4,7 @@ this file) and at run time: each framework types scope, receive and send its own
 
 from __future__ import annotations
 
-from blacksheep import Application
+from blacksheep import Application, Router
 from channels.routing import ProtocolTypeRouter, URLRouter
 from closeguard import WebSocketCloseMiddleware
 from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 def test_every_framework_app_is_taken_as_it_is() -> None:
     guarded: list[WebSocketCloseMiddleware] = [
         WebSocketCloseMiddleware(Litestar(route_handlers=[])),
-        WebSocketCloseMiddleware(Application()),
+        WebSocketCloseMiddleware(Application(router=Router())),  # a router of its own
         WebSocketCloseMiddleware(FastAPI()),
         WebSocketCloseMiddleware(Starlette()),
         WebSocketCloseMiddleware(ProtocolTypeRouter({"websocket": URLRouter([])})),
