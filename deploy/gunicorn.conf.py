@@ -65,5 +65,5 @@ def on_starting(server: Any) -> None:
 
 
 # No child_exit hook (prometheus_client's mark_process_dead): the app's /metrics, through
-# middleware.prometheus.exposition, drops the open-connections file of every worker process
+# closeguard.prometheus.exposition, drops the open-connections file of every worker process
 # that no longer exists at each scrape, and keeps its counters.
