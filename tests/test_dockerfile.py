@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +126,34 @@ def test_the_build_context_holds_only_what_the_image_copies() -> None:
     }
     assert copied == allowed == {"pyproject.toml", "README.md", "middleware", "app"}
     assert all((ROOT / path).exists() for path in copied)
+
+
+def test_what_the_image_copies_builds_a_wheel_with_closeguard(tmp_path: Path) -> None:
+    """The image installs the package from the files it copied before its ``pip install``: a
+    Docker ``COPY`` keeps symbolic links, and the installed layout (``middleware/_names``) is
+    made of them, so the wheel built from that copy must hold every module under closeguard/."""
+    context = tmp_path / "image"
+    names = [instruction for instruction, _ in instructions()]
+    install = next(i for i, name in enumerate(names) if name == "RUN")
+    for instruction, args in instructions()[:install]:
+        if instruction != "COPY":
+            continue
+        *sources, _ = args.split()
+        for source in sources:
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, context / source, symlinks=True)
+            else:
+                context.mkdir(exist_ok=True)
+                shutil.copy2(ROOT / source, context / source)
+    out = tmp_path / "dist"
+    build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out)]
+    subprocess.run([*build, str(context)], check=True, timeout=300)
+    (wheel,) = out.glob("closeguard-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        installed = set(archive.namelist())
+    modules = {path.name for path in (ROOT / "middleware").glob("*.py")}
+    assert {f"closeguard/{name}" for name in modules} <= installed
+    assert {"closeguard/py.typed", "middleware/__init__.py"} <= installed
 
 
 # Running exactly that CMD -------------------------------------------------------------------
