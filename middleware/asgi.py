@@ -229,13 +229,19 @@ class WebSocketCloseMiddleware:
         if not pending:
             return
         with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True) as waited:
-            for hook, result in pending:
+            while pending:
+                hook, result = pending[0]
                 try:
                     await result
                 except Exception:
                     self._hook_failed(hook, record)
+                pending.pop(0)
         if waited.cancelled_caught:
+            hook, _ = pending[0]
             self._hook_failed(hook, record, f"took over {ASYNC_HOOK_WAIT:g} s")
+            for _, result in pending[1:]:  # never started: closed, they do not warn
+                if inspect.iscoroutine(result):
+                    result.close()
 
     def write_record_at_exit(self, conn: Connection) -> None:
         """Write the record of a connection the server never ended, as its process exits.
