@@ -13,11 +13,13 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tests.processes import ROOT, free_port, running
 
@@ -213,3 +215,28 @@ def run_server(
     command = SERVERS[kind](port, app)
     with running(command, port, output=output_path, env=environment, what=kind) as process:
         yield RunningServer(kind, f"ws://127.0.0.1:{port}", log_path, output_path, process)
+
+
+class TokenConnection:
+    """One test connection to a running server: a unique token at the end of its path, and the
+    record and server output written for it."""
+
+    def __init__(self, server: RunningServer, prefix: str = "") -> None:
+        self.server = server
+        self.prefix = prefix
+        self.token = uuid.uuid4().hex[:12]
+        self.output_before = len(server.output())
+
+    def url(self, route: str, **query: str) -> str:
+        url = f"{self.server.url}{self.prefix}{route}/{self.token}"
+        if query:
+            url += "?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
+        return url
+
+    def record(self) -> dict[str, Any]:
+        records = self.server.records_for(self.token)
+        assert len(records) == 1, f"expected exactly one record, got {records}"
+        return records[0]
+
+    def server_output(self) -> str:
+        return self.server.output()[self.output_before :]

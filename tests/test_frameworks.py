@@ -13,10 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.client import connect
@@ -26,7 +23,7 @@ from middleware import InvalidCloseCode
 from tests.conftest import Seen, talk
 from tests.framework_apps import LIMIT, QUART_PROPAGATES, SECRET
 from tests.processes import ROOT, free_port, running
-from tests.servers import RunningServer
+from tests.servers import RunningServer, TokenConnection
 
 #: Each framework's app ("module:attribute") and the prefix of its routes.
 FRAMEWORKS: dict[str, tuple[str, str]] = {
@@ -64,32 +61,12 @@ INVALID_CLOSE_CODE = f"{InvalidCloseCode.__module__}.InvalidCloseCode"
 TOO_BIG = (1009, f"message exceeds the limit of {LIMIT} bytes")
 
 
-class Connection:
-    """One test connection: a unique token in its path, and what was written for it."""
-
-    def __init__(self, server: RunningServer, prefix: str) -> None:
-        self.server = server
-        self.prefix = prefix
-        self.token = uuid.uuid4().hex[:12]
-        self.output_before = len(server.output())
+class Connection(TokenConnection):
+    """A test connection to one framework's app."""
 
     @property
     def framework(self) -> str:
         return self.server.kind
-
-    def url(self, route: str, **query: str) -> str:
-        url = f"{self.server.url}{self.prefix}{route}/{self.token}"
-        if query:
-            url += "?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
-        return url
-
-    def record(self) -> dict[str, Any]:
-        records = self.server.records_for(self.token)
-        assert len(records) == 1, f"expected exactly one record, got {records}"
-        return records[0]
-
-    def server_output(self) -> str:
-        return self.server.output()[self.output_before :]
 
 
 @pytest.fixture(scope="module", params=sorted(FRAMEWORKS))

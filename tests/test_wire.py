@@ -9,10 +9,7 @@ connection.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import quote
 
 import pytest
 
@@ -33,27 +30,8 @@ def running(
         yield server
 
 
-class Connection:
-    """One test connection: a unique token in its path, and what the server wrote for it."""
-
-    def __init__(self, server: RunningServer) -> None:
-        self.server = server
-        self.token = uuid.uuid4().hex[:12]
-        self.output_before = len(server.output())
-
-    def url(self, route: str, **query: str) -> str:
-        url = f"{self.server.url}{route}/{self.token}"
-        if query:
-            url += "?" + "&".join(f"{k}={quote(v)}" for k, v in query.items())
-        return url
-
-    def record(self) -> dict[str, Any]:
-        records = self.server.records_for(self.token)
-        assert len(records) == 1, f"expected exactly one record, got {records}"
-        return records[0]
-
-    def server_output(self) -> str:
-        return self.server.output()[self.output_before :]
+class Connection(servers.TokenConnection):
+    """A test connection, and what its server makes of a close."""
 
     # What this server makes of a close: see servers.LIMITS (identity on most servers).
 
