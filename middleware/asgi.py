@@ -217,17 +217,18 @@ class WebSocketCloseMiddleware:
             if server.conn.awaits_server_report():
                 await server.read_report()
         finally:
-            await self.write_record(server.conn, exc if ending.log_traceback else None)
+            # None when the process's exit wrote it already.
+            record = self._take_record(server.conn)
+            if record is not None:
+                pending = self.publish(record, exc if ending.log_traceback else None)
+                if pending:
+                    await self.await_hooks(record, pending)
 
-    async def write_record(self, conn: Connection, exc: BaseException | None = None) -> None:
-        """Write this connection's one record, unless it has been written already, and await
-        its ``async`` hooks, shielded: a shutdown cancelling the task must not cut them off."""
-        record = self._take_record(conn)
-        if record is None:
-            return
-        pending = self.publish(record, exc)
-        if not pending:
-            return
+    async def await_hooks(
+        self, record: CloseRecord, pending: list[tuple[OnClose, Awaitable[None]]]
+    ) -> None:
+        """Await what the ``async`` hooks of a record gave back, shielded: a shutdown
+        cancelling the task must not cut them off, nor may a hook that hangs hold it forever."""
         with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True) as waited:
             while pending:
                 hook, result = pending[0]

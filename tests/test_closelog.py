@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ BASE = CloseRecord(
 
 
 def with_(**changes: Any) -> CloseRecord:
-    return dataclasses.replace(BASE, **changes)
+    return BASE._replace(**changes)
 
 
 class Keep(logging.Handler):
