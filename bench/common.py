@@ -12,7 +12,7 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -62,6 +62,80 @@ async def echo_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> 
 async def http_404(send: Any) -> None:
     await send({"type": "http.response.start", "status": 404, "headers": []})
     await send({"type": "http.response.body", "body": b""})
+
+
+class PassThrough:
+    """A no-op pure ASGI middleware that wraps receive and send: the floor for any middleware
+    that sees every message, closeguard included."""
+
+    def __init__(self, app: Callable[[MutableMapping[str, Any], Any, Any], Any]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        async def wrapped_receive() -> Any:
+            return await receive()
+
+        async def wrapped_send(message: Any) -> None:
+            await send(message)
+
+        await self.app(scope, wrapped_receive, wrapped_send)
+
+
+class Reference:
+    """The least plain code doing the work closeguard's record requires, and nothing else: an
+    ``async def`` ``receive`` and ``send`` that check the inbound size against the limit and
+    keep the four counters, all in UTF-8 bytes (ASCII text by ``len``, other text encoded,
+    bytes by ``len``). No close checks, no state, no record: the judged denominator."""
+
+    def __init__(
+        self, app: Callable[[MutableMapping[str, Any], Any, Any], Any], limit: int = 1_048_576
+    ) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        received = received_bytes = sent = sent_bytes = 0
+
+        async def counted_receive() -> Any:
+            nonlocal received, received_bytes
+            message = await receive()
+            text = message.get("text")
+            if text is not None:
+                size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            else:
+                data = message.get("bytes")
+                if data is None:
+                    return message
+                size = len(data)
+            if size > limit:
+                raise ValueError("message too big")
+            received += 1
+            received_bytes += size
+            return message
+
+        async def counted_send(message: Any) -> None:
+            nonlocal sent, sent_bytes
+            if message["type"] == "websocket.send":
+                text = message.get("text")
+                if text is not None:
+                    size = (
+                        len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+                    )
+                else:
+                    size = len(message.get("bytes") or b"")
+                sent += 1
+                sent_bytes += size
+            await send(message)
+
+        await self.app(scope, counted_receive, counted_send)
 
 
 # Statistics ---------------------------------------------------------------------------------

@@ -38,7 +38,17 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from . import common
-from .common import PAYLOADS, Figure, Target, echo_app, fmt, fmt_figure, paired_ratios
+from .common import (
+    PAYLOADS,
+    Figure,
+    PassThrough,
+    Reference,
+    Target,
+    echo_app,
+    fmt,
+    fmt_figure,
+    paired_ratios,
+)
 
 Scope = MutableMapping[str, Any]
 App = Callable[[Scope, Any, Any], Any]
@@ -56,77 +66,6 @@ QUICK_TARGET_VS_REFERENCE = 1.4
 QUICK_TARGET_CONNECTION_US = 40.0
 #: The messages of the connection that measures the per-connection time.
 SHORT_MESSAGES = 2
-
-
-class PassThrough:
-    """A no-op pure ASGI middleware that wraps receive and send: the floor for closeguard."""
-
-    def __init__(self, app: App) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped_receive() -> Any:
-            return await receive()
-
-        async def wrapped_send(message: Any) -> None:
-            await send(message)
-
-        await self.app(scope, wrapped_receive, wrapped_send)
-
-
-class Reference:
-    """The least plain code doing the work closeguard's record requires, and nothing else: an
-    ``async def`` ``receive`` and ``send`` that check the inbound size against the limit and
-    keep the four counters, all in UTF-8 bytes (ASCII text by ``len``, other text encoded,
-    bytes by ``len``). No close checks, no state, no record: the judged denominator."""
-
-    def __init__(self, app: App, limit: int = 1_048_576) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit
-        received = received_bytes = sent = sent_bytes = 0
-
-        async def counted_receive() -> Any:
-            nonlocal received, received_bytes
-            message = await receive()
-            text = message.get("text")
-            if text is not None:
-                size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-            else:
-                data = message.get("bytes")
-                if data is None:
-                    return message
-                size = len(data)
-            if size > limit:
-                raise ValueError("message too big")
-            received += 1
-            received_bytes += size
-            return message
-
-        async def counted_send(message: Any) -> None:
-            nonlocal sent, sent_bytes
-            if message["type"] == "websocket.send":
-                text = message.get("text")
-                if text is not None:
-                    size = (
-                        len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-                    )
-                else:
-                    size = len(message.get("bytes") or b"")
-                sent += 1
-                sent_bytes += size
-            await send(message)
-
-        await self.app(scope, counted_receive, counted_send)
 
 
 class Discard(logging.Handler):

@@ -71,9 +71,32 @@ def file_handler(log_file: str) -> logging.Handler:
     return handler
 
 
-def logged_app(log_file: str | None) -> Any:
-    """The bare app plus one plain ``logger.info`` line per WebSocket connection, of the length
-    of closeguard's: what writing a line per connection costs by itself, whoever writes it."""
+#: A client's ordinary close as closeguard's record of it has it: the fields its line carries.
+RECORD_FIELDS: dict[str, Any] = {
+    "connection_id": "0123456789abcdef0123456789abcdef",
+    "path": "/echo",
+    "client": "127.0.0.1:54321",
+    "accepted": True,
+    "code": 1000,
+    "reason": "",
+    "initiator": "client",
+    "requested_code": None,
+    "violation": None,
+    "exception": None,
+    "http_status": None,
+    "duration": 0.001,
+    "messages_received": 0,
+    "messages_sent": 0,
+    "bytes_received": 0,
+    "bytes_sent": 0,
+}
+
+
+def logged_app(log_file: str | None, *, with_fields: bool = False) -> Any:
+    """The bare app plus one ``logger.info`` line per WebSocket connection, of the length of
+    closeguard's: what writing a line per connection costs by itself, whoever writes it.
+    ``with_fields`` adds a record's sixteen fields as ``extra``, as closeguard's line carries
+    them for structured handlers."""
     logger = logging.getLogger("bench.line")
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -90,19 +113,34 @@ def logged_app(log_file: str | None) -> Any:
                 "''",
                 "client",
                 " duration=0.001s received=0/0B sent=0/0B id=0123456789abcdef0123456789abcdef",
+                extra=dict(RECORD_FIELDS) if with_fields else None,
             )
 
     return app
 
 
-VARIANTS = ("bare", "bare+log line", "closeguard", "closeguard-quiet")
+VARIANTS = (
+    "bare",
+    "no-op wrapper",
+    "reference",
+    "bare+log line",
+    "bare+fields line",
+    "closeguard",
+    "closeguard-quiet",
+)
 
 
 def build_app(variant: str, log_file: str | None) -> Any:
     if variant == "bare":
         return bench_app
+    if variant == "no-op wrapper":
+        return common.PassThrough(bench_app)
+    if variant == "reference":
+        return common.Reference(bench_app)
     if variant == "bare+log line":
         return logged_app(log_file)
+    if variant == "bare+fields line":
+        return logged_app(log_file, with_fields=True)
     from middleware import LOGGER_NAME, WebSocketCloseMiddleware
 
     logger = logging.getLogger(LOGGER_NAME)

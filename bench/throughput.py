@@ -29,7 +29,11 @@ from . import common, servers
 from .common import PAYLOADS, Target, paired_ratios
 
 WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
-VARIANTS = ("bare", "closeguard")
+#: Shown, not judged: "no-op wrapper" (a pure ASGI middleware that wraps receive and send and
+#: does nothing else), what any middleware that sees every message costs end to end; and
+#: "reference" (per_message's: the least plain code doing the per-message work the record
+#: requires), what that work costs end to end, whoever does it.
+VARIANTS = ("bare", "no-op wrapper", "reference", "closeguard")
 TARGET = 0.97
 QUICK_TARGET = 0.75  # a second of load per sample on a shared CI machine: smoke, not verdict
 TIMEOUT = 120.0
@@ -99,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = []
     for ws in WS_IMPLEMENTATIONS:
         for variant in VARIANTS:
-            rows.append(servers.table_row(rate, cpu, ws, variant, ("bare",)))
+            against = ("bare", "no-op wrapper", "reference")
+            rows.append(servers.table_row(rate, cpu, ws, variant, against))
         ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
         targets.append(Target(f"throughput {ws}: closeguard / bare", ratio.median, limit, "min"))
     settings = (
@@ -109,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"compression; server and client {'pinned to separate cores' if pinned else 'NOT pinned'}"
         f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
     )
-    header = ["--ws", "variant", "messages/s", "x bare", "server CPU µs/msg", "x bare"]
+    header = ["--ws", "variant", "messages/s", "x bare", "x no-op wrapper", "x reference"]
+    header += ["server CPU µs/msg", "x bare"]
     header.append("server busy")
     note = (
         "Server busy = messages/s x CPU per message: below ~100% the client, not the server, "
