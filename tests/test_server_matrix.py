@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from tests import servers
 from tests.servers import BARE_APP, SERVERS, run_server
@@ -34,14 +34,18 @@ TOO_BIG = (1009, f"message exceeds the limit of {DEFAULT_LIMIT} bytes")
 
 @dataclass(frozen=True)
 class Cell:
-    """What the client saw: an HTTP refusal, a Close frame, none (TCP closed), or nothing yet."""
+    """What the client saw: an HTTP refusal, a Close frame, none (TCP closed), nothing yet, or
+    no HTTP response to the handshake at all."""
 
     status: int | None = None
     close: tuple[int, str] | None = None
     left_open: bool = False
     echoed: bool = False
+    no_response: bool = False
 
     def text(self) -> str:
+        if self.no_response:
+            return "TCP closed before any HTTP response"
         if self.status is not None:
             return f"HTTP {self.status}"
         prefix = "echoed, " if self.echoed else ""
@@ -131,6 +135,10 @@ async def probe(base: str, scenario: Scenario) -> Cell:
                 echoed = echoed or reply in scenario.send
     except InvalidStatus as exc:
         return Cell(status=exc.response.status_code)
+    except InvalidMessage:
+        # A cell of its own, not an error ending every probe: the table then says which
+        # scenario, and which column, saw it.
+        return Cell(no_response=True)
     except ConnectionClosed as exc:
         received = exc.rcvd
         close = None if received is None else (received.code, received.reason)
