@@ -89,7 +89,8 @@ class Reference:
     """The least plain code doing the work closeguard's record requires, and nothing else: an
     ``async def`` ``receive`` and ``send`` that check the inbound size against the limit and
     keep the four counters, all in UTF-8 bytes (ASCII text by ``len``, other text encoded,
-    bytes by ``len``). No close checks, no state, no record: the judged denominator."""
+    bytes by ``len``). No close checks, no state, no record: ``per_message`` judges closeguard
+    against it; ``throughput`` shows it end to end."""
 
     def __init__(
         self, app: Callable[[MutableMapping[str, Any], Any, Any], Any], limit: int = 1_048_576

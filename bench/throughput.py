@@ -101,9 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit = QUICK_TARGET if args.quick else TARGET
     rows = []
     targets = []
+    against = ("bare", "no-op wrapper", "reference")
     for ws in WS_IMPLEMENTATIONS:
         for variant in VARIANTS:
-            against = ("bare", "no-op wrapper", "reference")
             rows.append(servers.table_row(rate, cpu, ws, variant, against))
         ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, "bare"])
         targets.append(Target(f"throughput {ws}: closeguard / bare", ratio.median, limit, "min"))

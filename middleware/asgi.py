@@ -229,18 +229,18 @@ class WebSocketCloseMiddleware:
     ) -> None:
         """Await what the ``async`` hooks of a record gave back, shielded: a shutdown
         cancelling the task must not cut them off, nor may a hook that hangs hold it forever."""
+        awaited = 0  # when the wait runs out, the hook it was on is pending[awaited]
         with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True) as waited:
-            while pending:
-                hook, result = pending[0]
+            for hook, result in pending:
                 try:
                     await result
                 except Exception:
                     self._hook_failed(hook, record)
-                pending.pop(0)
+                awaited += 1
         if waited.cancelled_caught:
-            hook, _ = pending[0]
+            hook, _ = pending[awaited]
             self._hook_failed(hook, record, f"took over {ASYNC_HOOK_WAIT:g} s")
-            for _, result in pending[1:]:  # never started: closed, they do not warn
+            for _, result in pending[awaited + 1 :]:  # never started: closed, they do not warn
                 if inspect.iscoroutine(result):
                     result.close()
 
