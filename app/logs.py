@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging.config
 from typing import Any
 
-from closeguard.logconfig import config
 from pythonjsonlogger.core import RESERVED_ATTRS
+
+from closeguard.logconfig import config
 
 from .settings import Settings
 

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from closeguard import CloseCode, classify, describe, name_of
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
+
+from closeguard import CloseCode, classify, describe, name_of
 
 from .settings import Settings
 

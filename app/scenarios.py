@@ -6,9 +6,10 @@ closeguard (mounted around them in :mod:`app.service`) is what makes each end ri
 
 from __future__ import annotations
 
-from closeguard import CloseCode
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+
+from closeguard import CloseCode
 
 __all__ = ["ROUTES"]
 

@@ -6,8 +6,6 @@ many apps as they like; :mod:`app.main` builds the one a server runs.
 
 from __future__ import annotations
 
-from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
@@ -17,6 +15,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id
+from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 
 from . import page
 from .records import RecentCloses

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from middleware import WebSocketCloseMiddleware
+from closeguard import WebSocketCloseMiddleware
 
 
 async def bare(scope: Scope, receive: Receive, send: Send) -> None:

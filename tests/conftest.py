@@ -15,8 +15,9 @@ import uvicorn
 from starlette.types import ASGIApp
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
-from middleware import CloseRecord
+from closeguard import CloseRecord
 
 #: uvicorn's three WebSocket implementations; every wire test runs under each.
 UVICORN_WS_IMPLEMENTATIONS = ("websockets", "websockets-sansio", "wsproto")
@@ -115,11 +116,21 @@ async def talk(
     close: tuple[int, str] | None = None,
     expect_replies: int = 0,
     timeout: float = 5.0,
+    origin: str | None = None,
 ) -> Seen:
-    """Connect with the ``websockets`` client, send, optionally close, and read to the end."""
+    """Connect with the ``websockets`` client, send, optionally close, and read to the end.
+
+    ``origin``: the Origin header a browser would send (the client sends none by default).
+    """
     messages: list[str | bytes] = []
     try:
-        async with connect(url, open_timeout=timeout, close_timeout=timeout, max_size=None) as ws:
+        async with connect(
+            url,
+            open_timeout=timeout,
+            close_timeout=timeout,
+            max_size=None,
+            origin=None if origin is None else Origin(origin),
+        ) as ws:
             for message in send:
                 await ws.send(message)
             for _ in range(expect_replies):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from starlette.types import Message, Scope, Send
 
-from middleware import MAX_REASON_BYTES, classify
+from closeguard import MAX_REASON_BYTES, classify
 from tests.fuzz_support import (
     ClientAction,
     ClientBytes,

@@ -27,8 +27,8 @@ from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from middleware import WebSocketCloseMiddleware, connection_id
-from middleware.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
+from closeguard import WebSocketCloseMiddleware, connection_id
+from closeguard.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
 
 OUT = Path(os.environ["CLOSEGUARD_TEST_OTEL"])
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from app import settings as app_settings
+from bench.harness import ROOT, free_port
 from tests.app_support import (
     AppProcess,
     app_env,
@@ -24,7 +25,6 @@ from tests.app_support import (
     run_app,
 )
 from tests.conftest import talk
-from tests.processes import ROOT, free_port
 
 LIMIT = 1024
 

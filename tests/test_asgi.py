@@ -22,7 +22,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from middleware import (
+from closeguard import (
     LOGGER_NAME,
     CloseAlreadySent,
     CloseRecord,
@@ -30,7 +30,7 @@ from middleware import (
     WebSocketCloseMiddleware,
     connection_id,
 )
-from middleware.connection import message_size, qualified_name
+from closeguard.connection import message_size, qualified_name
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientBytes, ClientClose, ClientDrop, ClientEvent, ClientText
 
@@ -532,7 +532,7 @@ async def test_an_async_hook_runs_even_when_a_shutdown_cancels_the_task() -> Non
 async def test_a_hanging_async_hook_is_given_up_on_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("middleware.asgi.ASYNC_HOOK_WAIT", 0.05)
+    monkeypatch.setattr("closeguard.asgi.ASYNC_HOOK_WAIT", 0.05)
 
     async def hangs(record: CloseRecord) -> None:
         await asyncio.Event().wait()
@@ -556,7 +556,7 @@ async def test_a_hanging_async_hook_is_given_up_on_and_logged(
 
 
 async def test_records_written_at_exit_run_async_hooks_in_a_loop_of_their_own() -> None:
-    from middleware.asgi import _write_unwritten_records
+    from closeguard.asgi import _write_unwritten_records
 
     stored: list[CloseRecord] = []
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from bench.harness import free_port
 from tests import chromium
 from tests.app_support import (
     AppProcess,
@@ -20,7 +21,6 @@ from tests.app_support import (
     python_m_app,
     run_app,
 )
-from tests.processes import free_port
 
 LIMIT = 1024
 #: How long a scenario may take from the click to both panels shown (it takes about 0.1 s).

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.harness import ROOT
 from tests.app_support import app_env, chromium_path
-from tests.processes import ROOT
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from middleware import CloseRecord
-from middleware.closelog import level_for, log_record, printable
+from closeguard import CloseRecord
+from closeguard.closelog import level_for, log_record, printable
 
 BASE = CloseRecord(
     connection_id="abc",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from middleware import (
+from closeguard import (
     MAX_REASON_BYTES,
     CloseCode,
     CodeClass,

@@ -11,8 +11,8 @@ import asyncio
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from middleware import CloseAlreadySent, InvalidCloseCode, InvalidCloseReason
-from middleware.connection import (
+from closeguard import CloseAlreadySent, InvalidCloseCode, InvalidCloseReason
+from closeguard.connection import (
     Connection,
     Ending,
     State,
@@ -20,7 +20,7 @@ from middleware.connection import (
     message_size,
     utf8_size,
 )
-from middleware.record import FIELD_NAMES, CloseRecord
+from closeguard.record import FIELD_NAMES, CloseRecord
 
 #: What daphne's WebSocket library raises for a close code it will not send.
 DAPHNE_REFUSES_1001 = Exception("invalid close code 1001 (must be 1000 or from [3000, 4999])")

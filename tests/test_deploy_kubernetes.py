@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from app.service import create_app
 from app.settings import Settings
+from bench.harness import ROOT
 from tests.app_support import BIN_DIR, http_get
 from tests.conftest import serve
-from tests.processes import ROOT
 from tests.test_dockerfile import cmd, the
 
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

@@ -25,9 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from bench.harness import free_port, running
 from tests.app_support import BIN_DIR, AppProcess, app_env, run_app
 from tests.conftest import talk
-from tests.processes import free_port, running
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "nginx" / "closeguard.conf"
 #: closeguard's default limit, which the service keeps unless CLOSEGUARD_MAX_MESSAGE_SIZE says.

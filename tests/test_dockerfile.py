@@ -22,9 +22,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.harness import ROOT, free_port
 from tests.app_support import AppProcess, app_env, http_get, run_app
 from tests.conftest import talk
-from tests.processes import ROOT, free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -129,9 +129,8 @@ def test_the_build_context_holds_only_what_the_image_copies() -> None:
 
 
 def test_what_the_image_copies_builds_a_wheel_with_closeguard(tmp_path: Path) -> None:
-    """The image installs the package from the files it copied before its ``pip install``: a
-    Docker ``COPY`` keeps symbolic links, and the installed layout (``middleware/_names``) is
-    made of them, so the wheel built from that copy must hold every module under closeguard/."""
+    """The image installs the package from the files it copied before its ``pip install``, so
+    the wheel built from that copy must hold every module under closeguard/, and only those."""
     context = tmp_path / "image"
     names = [instruction for instruction, _ in instructions()]
     install = next(i for i, name in enumerate(names) if name == "RUN")
@@ -141,7 +140,7 @@ def test_what_the_image_copies_builds_a_wheel_with_closeguard(tmp_path: Path) ->
         *sources, _ = args.split()
         for source in sources:
             if (ROOT / source).is_dir():
-                shutil.copytree(ROOT / source, context / source, symlinks=True)
+                shutil.copytree(ROOT / source, context / source)
             else:
                 context.mkdir(exist_ok=True)
                 shutil.copy2(ROOT / source, context / source)
@@ -151,9 +150,13 @@ def test_what_the_image_copies_builds_a_wheel_with_closeguard(tmp_path: Path) ->
     (wheel,) = out.glob("closeguard-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         installed = set(archive.namelist())
-    modules = {path.name for path in (ROOT / "middleware").glob("*.py")}
-    assert {f"closeguard/{name}" for name in modules} <= installed
-    assert {"closeguard/py.typed", "middleware/__init__.py"} <= installed
+    package = ROOT / "middleware" / "closeguard"
+    modules = {
+        f"closeguard/{path.relative_to(package).as_posix()}"
+        for path in package.rglob("*")
+        if path.suffix == ".py" or path.name == "py.typed"
+    }
+    assert {name for name in installed if ".dist-info/" not in name} == modules
 
 
 # Running exactly that CMD -------------------------------------------------------------------

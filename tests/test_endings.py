@@ -17,6 +17,7 @@ import struct
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.harness import raise_fd_limit
+from bench.rawws import RawClient, blocking_handshake, client_frame
 from tests.conftest import talk
 from tests.servers import BARE_APP, SERVERS, RunningServer, run_server
 
@@ -66,18 +69,6 @@ def port_of(server: RunningServer) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-def raw_handshake(port: int, path: str, headers: str = "") -> socket.socket:
-    """Open a WebSocket by hand and never read: the server's sends pile up, then wait."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\n{headers}\r\n".encode()
-    )
-    return sock
-
-
 def reset(sock: socket.socket) -> None:
     """Drop the connection with a TCP reset: no Close frame, no FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -107,7 +98,9 @@ def test_shutdown_while_closeguards_close_waits(
     due); at the graceful timeout uvicorn cancels the task inside that close."""
     token = uuid.uuid4().hex[:12]
     with start(kind, tmp_path, hooks, UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN="1") as server:
-        sockets = [raw_handshake(port_of(server), f"/flood/{then}/{token}-{i}") for i in range(2)]
+        sockets = [
+            blocking_handshake(port_of(server), f"/flood/{then}/{token}-{i}") for i in range(2)
+        ]
         time.sleep(1.0)  # the 8 MiB are written; the sends wait for a reader
         terminate(server)
         found = records(server, token)
@@ -196,6 +189,45 @@ async def test_shutdown_with_idle_connections(kind: str, tmp_path: Path, hooks: 
     )
 
 
+#: Idle connections open at the SIGTERM of the test below: a deploy with many clients.
+MANY = 1000
+
+
+@pytest.mark.parametrize("kind", UVICORN)
+async def test_shutdown_with_a_thousand_idle_connections(
+    kind: str, tmp_path: Path, hooks: Hooks
+) -> None:
+    """Every client is told 1012, and the log holds exactly one record per connection, each
+    with 1012: none lost to the shutdown's race with the exit, none written twice."""
+    assert raise_fd_limit() >= MANY + 200, "ulimit -Hn is too low for this test"
+    token = uuid.uuid4().hex[:12]
+    handshakes = asyncio.Semaphore(100)  # in flight at once; all MANY stay open together
+
+    async def open_one(port: int, index: int) -> RawClient:
+        async with handshakes:
+            return await RawClient.connect(port, f"/echo/{token}-{index}", timeout=30)
+
+    with start(kind, tmp_path, hooks) as server:
+        opening = (open_one(port_of(server), i) for i in range(MANY))
+        clients = await asyncio.wait_for(asyncio.gather(*opening), 120)
+        try:
+            assert all(client.opened for client in clients)
+            server.process.send_signal(signal.SIGTERM)
+            ends = (client.read_to_end(60) for client in clients)
+            wires = await asyncio.wait_for(asyncio.gather(*ends), 90)
+        finally:
+            for client in clients:
+                client.abort()
+        await asyncio.to_thread(server.process.wait, 60)
+        found = records(server, token)
+    assert Counter(wire.close[0] if wire.close else None for wire in wires) == {1012: MANY}
+    assert sorted(line["path"] for line in found) == sorted(
+        f"/echo/{token}-{i}" for i in range(MANY)
+    )
+    assert Counter((line["code"], line["initiator"]) for line in found) == {(1012, "server"): MANY}
+    assert hooks.codes_for(token) == [1012] * MANY
+
+
 # 2. An accept the server refuses ------------------------------------------------------------
 
 
@@ -271,7 +303,7 @@ def test_abrupt_drops_of_an_endpoint_that_only_sends(
     token = uuid.uuid4().hex[:12]
     with start(kind, tmp_path, hooks) as server:
         for i in range(DROPS):
-            sock = raw_handshake(port_of(server), f"/ticker/{token}-{i}")
+            sock = blocking_handshake(port_of(server), f"/ticker/{token}-{i}")
             sock.recv(256)  # the handshake's answer and maybe a tick: the app is sending
             reset(sock)
         wait_for_records(server, token, DROPS, timeout=30)
@@ -292,7 +324,7 @@ def test_a_client_that_leaves_before_a_slow_accept(kind: str, tmp_path: Path, ho
     """These servers raise from the late accept: the connection never opened."""
     token = uuid.uuid4().hex[:12]
     with start(kind, tmp_path, hooks) as server:
-        sock = raw_handshake(port_of(server), f"/slow-accept/{token}?delay=0.8")
+        sock = blocking_handshake(port_of(server), f"/slow-accept/{token}?delay=0.8")
         time.sleep(0.2)
         sock.close()
         wait_for_records(server, token, 1)
@@ -328,17 +360,6 @@ async def test_a_broken_log_handler_neither_skips_the_hook_nor_reaches_the_serve
 # 6. A client's Close in the same write as an oversized message ----------------------------------
 
 
-def masked_frame(opcode: int, payload: bytes) -> bytes:
-    """One client frame (RFC 6455 5.2), masked as a client must; payloads up to 64 KiB."""
-    mask = b"\x37\xfa\x21\x3d"
-    if len(payload) < 126:
-        size = bytes([0x80 | len(payload)])
-    else:
-        size = b"\xfe" + struct.pack("!H", len(payload))
-    body = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    return bytes([0x80 | opcode]) + size + mask + body
-
-
 def close_code_received(sock: socket.socket) -> int | None:
     """Read to the end; the code of the first Close frame the server sent, if any (the echo
     app sends nothing else: an oversized message is never delivered)."""
@@ -367,10 +388,10 @@ def test_a_clients_close_in_the_same_write_as_an_oversized_message(
 ) -> None:
     token = uuid.uuid4().hex[:12]
     with start(kind, tmp_path, hooks) as server:
-        sock = raw_handshake(port_of(server), f"/echo/{token}")
+        sock = blocking_handshake(port_of(server), f"/echo/{token}")
         assert sock.recv(4096).startswith(b"HTTP/1.1 101")  # open before the frames
-        oversized = masked_frame(0x1, b"x" * 5000)  # the wire app's limit is 4096 bytes
-        sock.sendall(oversized + masked_frame(0x8, struct.pack("!H", 4321) + b"bye"))
+        oversized = client_frame(0x1, b"x" * 5000)  # the wire app's limit is 4096 bytes
+        sock.sendall(oversized + client_frame(0x8, struct.pack("!H", 4321) + b"bye"))
         received = close_code_received(sock)
         sock.close()
         wait_for_records(server, token, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, WebSocket
 
-from middleware import WebSocketCloseMiddleware
+from closeguard import WebSocketCloseMiddleware
 from tests.conftest import Records, ServerFactory, talk
 
 

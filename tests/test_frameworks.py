@@ -19,10 +19,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from middleware import InvalidCloseCode
+from bench.harness import ROOT, free_port, running
+from closeguard import InvalidCloseCode
 from tests.conftest import Seen, talk
 from tests.framework_apps import LIMIT, QUART_PROPAGATES, SECRET
-from tests.processes import ROOT, free_port, running
 from tests.servers import RunningServer, TokenConnection
 
 #: Each framework's app ("module:attribute") and the prefix of its routes.

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from middleware import LOGGER_NAME, CloseRecord, WebSocketCloseMiddleware
+from bench.rawws import RawClient, Wire
+from closeguard import LOGGER_NAME, CloseRecord, WebSocketCloseMiddleware
 from tests.conftest import UVICORN_WS_IMPLEMENTATIONS, Records, serve, talk
-from tests.fuzz_support import SECRET, RawClient, Wire
+from tests.fuzz_support import SECRET
 
 FORGED = "\nCRITICAL closeguard forged line"
 ANSI = "\x1b[31m\x1b[2J"

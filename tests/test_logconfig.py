@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from closeguard.logconfig import JSON, TEXT, JSONFormatter, main
 
+from bench.harness import HOST, free_port, running
+from closeguard.logconfig import JSON, TEXT, JSONFormatter, main
 from tests.conftest import Seen, talk
-from tests.processes import HOST, free_port, running
 
 #: A user's app as the README mounts closeguard, with no logging configuration of its own.
 MYAPP = """

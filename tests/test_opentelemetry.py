@@ -1,4 +1,4 @@
-"""middleware.opentelemetry: what the SDK's in-memory reader and span exporter hold after
+"""closeguard.opentelemetry: what the SDK's in-memory reader and span exporter hold after
 connections, in process against the fake server, and once under uvicorn with OpenTelemetry's
 ASGI middleware outermost."""
 
@@ -34,18 +34,18 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
-from middleware import LOGGER_NAME, CloseRecord, WebSocketCloseMiddleware
-from middleware.opentelemetry import (
+from bench.harness import ROOT, free_port, running
+from closeguard import LOGGER_NAME, CloseRecord, WebSocketCloseMiddleware
+from closeguard.opentelemetry import (
     DURATION_BUCKETS,
     CountOpenConnections,
     OpenTelemetryCloseMetrics,
 )
-from middleware.prometheus import CountOpenConnections as CountOpenPrometheus
-from middleware.prometheus import PrometheusCloseMetrics
+from closeguard.prometheus import CountOpenConnections as CountOpenPrometheus
+from closeguard.prometheus import PrometheusCloseMetrics
 from tests.conftest import talk
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientClose
-from tests.processes import ROOT, free_port, running
 
 CLOSES = "closeguard.websocket.closes"
 DURATION = "closeguard.websocket.connection.duration"
@@ -461,8 +461,8 @@ def test_by_default_the_global_meter_provider_gets_the_instruments() -> None:
         "from opentelemetry import metrics\n"
         "from opentelemetry.sdk.metrics import MeterProvider\n"
         "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
-        "from middleware import CloseRecord\n"
-        "from middleware.opentelemetry import OpenTelemetryCloseMetrics\n"
+        "from closeguard import CloseRecord\n"
+        "from closeguard.opentelemetry import OpenTelemetryCloseMetrics\n"
         "reader = InMemoryMetricReader()\n"
         "metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))\n"
         "hook = OpenTelemetryCloseMetrics().on_close\n"
@@ -490,7 +490,7 @@ def test_by_default_the_global_meter_provider_gets_the_instruments() -> None:
     ]
 
 
-@pytest.mark.parametrize("module", ["middleware", "middleware.asgi", "middleware.record"])
+@pytest.mark.parametrize("module", ["closeguard", "closeguard.asgi", "closeguard.record"])
 def test_the_core_never_imports_opentelemetry(module: str) -> None:
     code = f"import sys, {module}; assert 'opentelemetry' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
@@ -498,7 +498,7 @@ def test_the_core_never_imports_opentelemetry(module: str) -> None:
 
 def test_without_opentelemetry_api_the_error_names_the_extra() -> None:
     # None in sys.modules is how Python spells "not installed" for one import.
-    code = "import sys; sys.modules['opentelemetry'] = None; import middleware.opentelemetry"
+    code = "import sys; sys.modules['opentelemetry'] = None; import closeguard.opentelemetry"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
     )

@@ -1,4 +1,4 @@
-"""middleware.prometheus: the metrics text after real connections, in one process and in several."""
+"""closeguard.prometheus: the metrics text after real connections, in one process and in several."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
-from middleware import WebSocketCloseMiddleware
-from middleware.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
+from bench.harness import ROOT, free_port
+from closeguard import WebSocketCloseMiddleware
+from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 from tests.app_support import BIN_DIR, app_env, http_get, run_app
 from tests.conftest import serve, talk
-from tests.processes import ROOT, free_port
 
 
 def metrics_app(registry: CollectorRegistry) -> Starlette:
@@ -151,8 +151,8 @@ def test_the_values_of_several_processes_are_summed(tmp_path: Path) -> None:
     """What a scrape of any worker reports: every worker's closes, each written to its own file."""
     child = (
         "import sys\n"
-        "from middleware import CloseRecord\n"
-        "from middleware.prometheus import PrometheusCloseMetrics\n"
+        "from closeguard import CloseRecord\n"
+        "from closeguard.prometheus import PrometheusCloseMetrics\n"
         "metrics = PrometheusCloseMetrics()\n"
         "record = CloseRecord('id', '/ws', None, True, int(sys.argv[1]), '', 'app', None, None,\n"
         "                     None, None, 0.25, 0, 0, 0, 0)\n"
@@ -176,7 +176,7 @@ def test_the_values_of_several_processes_are_summed(tmp_path: Path) -> None:
 def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None:
     """A worker that dies with connections open must not hold the live gauge up forever."""
     child = (
-        "from middleware.prometheus import PrometheusCloseMetrics\n"
+        "from closeguard.prometheus import PrometheusCloseMetrics\n"
         "metrics = PrometheusCloseMetrics()\n"
         "metrics.open.inc(); metrics.open.inc()\n"
         "import os; os._exit(0)  # killed: nothing is decremented\n"
@@ -198,7 +198,7 @@ def test_a_killed_workers_open_connections_are_forgotten(tmp_path: Path) -> None
 def test_a_killed_worker_not_yet_reaped_is_forgotten(tmp_path: Path) -> None:
     """Between a worker's death and its master's wait, the pid is a zombie: still dead."""
     child = (
-        "from middleware.prometheus import PrometheusCloseMetrics\n"
+        "from closeguard.prometheus import PrometheusCloseMetrics\n"
         "PrometheusCloseMetrics().open.inc()\n"
         "import os; os._exit(0)\n"
     )
@@ -222,7 +222,7 @@ def test_a_killed_worker_not_yet_reaped_is_forgotten(tmp_path: Path) -> None:
         zombie.wait(timeout=30)
 
 
-@pytest.mark.parametrize("module", ["middleware", "middleware.codes", "middleware.asgi"])
+@pytest.mark.parametrize("module", ["closeguard", "closeguard.codes", "closeguard.asgi"])
 def test_the_core_never_imports_prometheus_client(module: str) -> None:
     code = f"import sys, {module}; assert 'prometheus_client' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)

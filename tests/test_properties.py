@@ -37,7 +37,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
-from middleware import (
+from bench.rawws import OP_BINARY, OP_CLOSE, OP_TEXT, RawClient, Wire
+from closeguard import (
     MAX_REASON_BYTES,
     CloseAlreadySent,
     CloseRecord,
@@ -51,9 +52,6 @@ from tests.conftest import UVICORN_WS_IMPLEMENTATIONS, Records, serve
 from tests.fake_server import FakeServer, run_now, websocket_scope
 from tests.fuzz_support import (
     OMIT,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_TEXT,
     SECRET,
     Accept,
     AppError,
@@ -69,12 +67,10 @@ from tests.fuzz_support import (
     Close,
     Deny,
     Raise,
-    RawClient,
     Receive_,
     Return,
     SendBytes,
     SendText,
-    Wire,
     oversize_message,
     run_script,
 )

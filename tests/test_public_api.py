@@ -5,7 +5,7 @@ import __future__
 
 import types
 
-import middleware
+import closeguard
 
 
 def public_names(module: types.ModuleType) -> set[str]:
@@ -23,26 +23,34 @@ def public_names(module: types.ModuleType) -> set[str]:
 def test_all_names_every_public_name_once_sorted() -> None:
     """``__all__`` is the public surface: nothing public left out of it, nothing in it that
     the package does not have, no name twice, in the order users read it."""
-    assert sorted(middleware.__all__) == sorted(public_names(middleware))
-    assert len(set(middleware.__all__)) == len(middleware.__all__)
-    assert middleware.__all__ == sorted(middleware.__all__)
+    assert sorted(closeguard.__all__) == sorted(public_names(closeguard))
+    assert len(set(closeguard.__all__)) == len(closeguard.__all__)
+    assert closeguard.__all__ == sorted(closeguard.__all__)
 
 
 def test_documented_errors_are_the_promised_kinds() -> None:
-    assert issubclass(middleware.InvalidCloseCode, ValueError)
-    assert issubclass(middleware.InvalidCloseReason, ValueError)
-    assert issubclass(middleware.CloseAlreadySent, RuntimeError)
+    assert issubclass(closeguard.InvalidCloseCode, ValueError)
+    assert issubclass(closeguard.InvalidCloseReason, ValueError)
+    assert issubclass(closeguard.CloseAlreadySent, RuntimeError)
 
 
 def test_wraps_any_asgi_app_directly() -> None:
     async def app(scope: object, receive: object, send: object) -> None:
         pass
 
-    guarded = middleware.WebSocketCloseMiddleware(app)
+    guarded = closeguard.WebSocketCloseMiddleware(app)
     assert guarded.app is app
 
 
 def test_package_is_typed() -> None:
     from importlib.resources import files
 
-    assert files("middleware").joinpath("py.typed").is_file()
+    assert files("closeguard").joinpath("py.typed").is_file()
+
+
+def test_version_is_the_distribution_s() -> None:
+    """One place says the version (pyproject.toml); the package reports what was installed."""
+    from importlib.metadata import version
+
+    assert closeguard.__version__ == version("closeguard")
+    assert closeguard.__version__ != "0+unknown"

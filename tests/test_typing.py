@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from blacksheep import Application, Router
 from channels.routing import ProtocolTypeRouter, URLRouter
-from closeguard import WebSocketCloseMiddleware
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics
 from fastapi import FastAPI
 from litestar import Litestar
 from quart import Quart
 from starlette.applications import Starlette
+
+from closeguard import WebSocketCloseMiddleware
+from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics
 
 
 def test_every_framework_app_is_taken_as_it_is() -> None:

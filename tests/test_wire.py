@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.rawws import RawClient
 from tests import servers
 from tests.conftest import Seen, talk
-from tests.fuzz_support import RawClient
 from tests.servers import SERVERS, RunningServer, run_server
 from tests.wire_app import DEFAULT_LIMIT, SMALL_LIMIT
 

@@ -21,7 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from middleware import (
+from closeguard import (
     CloseRecord,
     InvalidCloseCode,
     WebSocketCloseMiddleware,

@@ -20,7 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from middleware import WebSocketCloseMiddleware  # noqa: E402
+from closeguard import WebSocketCloseMiddleware  # noqa: E402
 from tests.framework_apps import LIMIT, SECRET  # noqa: E402
 from tests.record_log import write_records_to_test_log  # noqa: E402
 

@@ -11,8 +11,8 @@ from typing import Any
 from litestar import Litestar, WebSocket, websocket
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from middleware import WebSocketCloseMiddleware
-from middleware.integrations.litestar import reraise_websocket_exceptions
+from closeguard import WebSocketCloseMiddleware
+from closeguard.integrations.litestar import reraise_websocket_exceptions
 from tests.framework_apps import LIMIT, SECRET
 from tests.record_log import write_records_to_test_log
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from quart import Quart, websocket
 
-from middleware import WebSocketCloseMiddleware
+from closeguard import WebSocketCloseMiddleware
 from tests.framework_apps import LIMIT, SECRET
 from tests.record_log import write_records_to_test_log
 

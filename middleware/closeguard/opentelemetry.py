@@ -2,7 +2,7 @@
 
 An optional integration (``pip install 'closeguard[opentelemetry]'``) on ``opentelemetry-api``
 alone: a library depends on the API and the app picks the SDK and its exporters; with no SDK
-configured every call here is a no-op. Nothing else in ``middleware`` imports this module. Use
+configured every call here is a no-op. Nothing else in ``closeguard`` imports this module. Use
 it as::
 
     metrics = OpenTelemetryCloseMetrics()   # the global meter provider

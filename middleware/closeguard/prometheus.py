@@ -1,7 +1,7 @@
 """Prometheus metrics from close records: closes by code and initiator, durations, open sockets.
 
 An optional integration (``pip install 'closeguard[prometheus]'``): nothing else in
-``middleware`` imports this module, so the core never needs ``prometheus_client``. Use it as::
+``closeguard`` imports this module, so the core never needs ``prometheus_client``. Use it as::
 
     metrics = PrometheusCloseMetrics()
     app = Starlette(routes=..., middleware=[

@@ -6,12 +6,7 @@ what its records, errors and rules are made of.
 
 from __future__ import annotations
 
-if __name__ != "closeguard":
-    # Imported as ``middleware`` (this directory's name, the package's first name): the
-    # submodules below are then closeguard's own, so no module or class exists twice.
-    from closeguard import _alias
-
-    _alias.alias_submodules(__name__)
+from importlib import metadata
 
 from .asgi import MaxMessageSize, WebSocketCloseMiddleware, connection_id
 from .closelog import LOGGER_NAME
@@ -30,6 +25,12 @@ from .codes import (
 )
 from .connection import CloseAlreadySent
 from .record import CloseRecord, Initiator
+
+try:
+    #: The installed distribution's version: pyproject.toml is the one place it is written.
+    __version__ = metadata.version("closeguard")
+except metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "CloseAlreadySent",

@@ -1,1 +1,0 @@
-../../closelog.py

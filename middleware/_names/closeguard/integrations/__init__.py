@@ -1,1 +1,0 @@
-../../../integrations/__init__.py

@@ -1,1 +1,0 @@
-../../open_connections.py

@@ -1,2 +1,0 @@
-# What type checkers read: closeguard's module, which the alias imports at run time.
-from closeguard.prometheus import *  # noqa: F403
