@@ -1,5 +1,7 @@
-"""Every code example the documentation includes (docs/examples/*.py) runs and does what its
-page says: each app is served in process with Starlette's TestClient."""
+"""Every code example the documentation shows (docs/examples/*.py) runs and does what its
+page says: each app is served in process with Starlette's TestClient. The pages carry each
+example's code as it is in its file (so GitHub shows it too); tests/test_docs_as_written.py
+serves the same examples under uvicorn and runs the testing page's files with pytest."""
 
 from __future__ import annotations
 
@@ -23,8 +25,6 @@ import prometheus_app
 import pytest
 import quart_app
 import starlette_app
-import testing_app
-import testing_httpx_ws
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -34,13 +34,57 @@ from tests.processes import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
+#: A code block that shows a file: ```python title="starlette_app.py" (a file of docs/examples)
+#: or title="deploy/gunicorn.conf.py" (a path from the repository's root).
+SHOWN_FILE = re.compile(r'^```\w+ title="([^"]+)"\n(.*?)^```$', re.S | re.M)
 
 
-def test_every_example_is_tested_here() -> None:
-    source = Path(__file__).read_text()
+def test_every_example_is_tested() -> None:
+    """Imported here, or served or run by name in tests/test_docs_as_written.py."""
+    here = Path(__file__).read_text()
+    as_written = (ROOT / "tests" / "test_docs_as_written.py").read_text()
     names = {path.stem for path in EXAMPLES.glob("*.py")}
     assert names, EXAMPLES
-    assert {name for name in names if f"import {name}\n" not in source} == set()
+    untested = {
+        name
+        for name in names
+        if f"import {name}\n" not in here and f'"{name}:' not in as_written
+        if f'"{name}.py"' not in as_written
+    }
+    assert untested == set()
+
+
+def shown_files() -> list[tuple[str, str, str]]:
+    """(page, title, code) of each code block that shows a file, on every page but the
+    performance page (another part of the repository keeps that one)."""
+    return [
+        (page.name, title, code)
+        for page in sorted((ROOT / "docs").glob("*.md"))
+        if page.name != "performance.md"
+        for title, code in SHOWN_FILE.findall(page.read_text())
+    ]
+
+
+def test_every_page_shows_its_files_as_they_are() -> None:
+    """GitHub renders the pages' Markdown, not snippet includes: each page carries its files'
+    code, and this keeps every copy equal to its file. To mend a failure, paste the file's
+    current text into the block."""
+    shown = shown_files()
+    assert shown
+    for page, title, code in shown:
+        path = ROOT / title if "/" in title else EXAMPLES / title
+        assert path.is_file(), f"docs/{page}: no file {title}"
+        assert code == path.read_text(), f"docs/{page}: the block titled {title} differs"
+    examples = {path.name for path in EXAMPLES.glob("*.py")}
+    assert examples - {title for _, title, _ in shown} == set()
+
+
+def test_no_page_includes_a_snippet_github_would_show_as_a_bare_line() -> None:
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name == "performance.md":
+            continue
+        includes = [line for line in page.read_text().splitlines() if line.startswith("--8<--")]
+        assert includes == [], f"docs/{page.name}"
 
 
 def test_starlette_echoes_and_an_exception_is_1011() -> None:
@@ -146,23 +190,6 @@ def test_prometheus_and_opentelemetry_both_count_a_refused_handshake() -> None:
     assert "closeguard.close.code" not in span
 
 
-def test_testing_page_examples_pass() -> None:
-    testing_app.test_a_normal_close()
-    testing_app.test_an_exception_after_accept_is_1011()
-    testing_app.test_an_invalid_close_is_rejected_with_1011()
-    testing_app.test_a_return_without_close_is_1000()
-    testing_app.test_an_oversized_message_is_1009()
-    testing_app.test_by_default_the_app_s_own_exception_reaches_the_test()
-
-
-async def test_testing_page_httpx_ws_examples_pass() -> None:
-    await testing_httpx_ws.test_a_normal_close()
-    await testing_httpx_ws.test_an_exception_after_accept_is_1011()
-    await testing_httpx_ws.test_an_invalid_close_is_rejected_with_1011()
-    await testing_httpx_ws.test_a_return_without_close_is_1000()
-    await testing_httpx_ws.test_an_oversized_message_is_1009()
-
-
 def test_the_readme_minimal_example_gives_1011_and_one_record(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -237,7 +264,7 @@ def test_channels_exception_and_a_refused_origin_are_recorded(
     caplog.set_level(logging.INFO, logger="closeguard")
     # No `with`: Channels answers no lifespan events.
     client = TestClient(channels_app.application)  # type: ignore[arg-type]
-    origin = {"origin": "http://testserver"}
+    origin = {"origin": "http://localhost"}  # a host of its ALLOWED_HOSTS, as a browser sends
     with client.websocket_connect("/ws/echo", headers=origin) as websocket:
         websocket.send_text("hi")
         assert websocket.receive_text() == "hi"

@@ -2,6 +2,7 @@
 1011 with the exception's text: closeguard sends that 1011 with its own reason instead."""
 
 from blacksheep import Application, WebSocket, WebSocketDisconnectError
+
 from closeguard import WebSocketCloseMiddleware
 
 
@@ -23,4 +24,4 @@ blacksheep_app = Application()
 blacksheep_app.router.add_ws("/ws/echo", echo)
 blacksheep_app.router.add_ws("/ws/fail", fail)
 
-app = WebSocketCloseMiddleware(blacksheep_app, max_message_size=64 * 1024)
+app = WebSocketCloseMiddleware(blacksheep_app, max_message_size=4096)

@@ -4,14 +4,22 @@ application. Channels lets a consumer's exception propagate, so nothing else is 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
-from closeguard import WebSocketCloseMiddleware
 from django.conf import settings
 from django.core.asgi import get_asgi_application
-from django.urls import path
+from django.urls import URLPattern, path
+
+from closeguard import WebSocketCloseMiddleware
 
 if not settings.configured:  # a project points DJANGO_SETTINGS_MODULE at its settings instead
-    settings.configure(ALLOWED_HOSTS=["testserver"])
+    settings.configure(
+        # The host names the site is served under; the origin check below accepts a
+        # handshake only with an Origin header naming one of them.
+        ALLOWED_HOSTS=["127.0.0.1", "localhost"],
+        ROOT_URLCONF=__name__,  # Django's HTTP views: `urlpatterns` below
+    )
 django_asgi_app = get_asgi_application()  # sets Django up: before any model is imported
+
+urlpatterns: list[URLPattern] = []  # no HTTP views here: a request gets Django's 404
 
 
 class Echo(AsyncWebsocketConsumer):
@@ -37,7 +45,7 @@ application = ProtocolTypeRouter(
         # Outermost in the WebSocket stack: a handshake the origin check refuses is recorded.
         "websocket": WebSocketCloseMiddleware(
             AllowedHostsOriginValidator(routes),
-            max_message_size=64 * 1024,
+            max_message_size=4096,
         ),
     }
 )

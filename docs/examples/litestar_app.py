@@ -3,9 +3,10 @@ closeguard (without it, Litestar closes with its own 4500 'Internal Server Error
 
 from typing import Any
 
+from litestar import Litestar, WebSocket, websocket
+
 from closeguard import WebSocketCloseMiddleware
 from closeguard.integrations.litestar import reraise_websocket_exceptions
-from litestar import Litestar, WebSocket, websocket
 
 
 @websocket("/ws/echo")
@@ -23,5 +24,5 @@ async def fail(socket: WebSocket[Any, Any, Any]) -> None:
 
 app = WebSocketCloseMiddleware(
     Litestar(route_handlers=[echo, fail], after_exception=[reraise_websocket_exceptions]),
-    max_message_size=64 * 1024,
+    max_message_size=4096,
 )

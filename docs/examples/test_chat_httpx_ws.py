@@ -1,5 +1,6 @@
-"""The same endings with httpx-ws, httpx's WebSocket client, over its ASGI transport (async tests,
-pytest-asyncio or anyio's pytest plugin).
+"""test_chat_httpx_ws.py: the same endings with httpx-ws, httpx's WebSocket client, over its
+ASGI transport. The tests are ``async def``, run by anyio's pytest plugin (it comes with anyio,
+which Starlette depends on).
 
 Catch ``WebSocketDisconnect`` where the close arrives, inside ``aconnect_ws``: let it out of that
 block and it comes wrapped in an ``ExceptionGroup`` (httpx-ws runs the session in a task group).
@@ -9,15 +10,28 @@ record says what the exception was.
 
 import httpx
 import pytest
-from closeguard import CloseRecord
+from chat import create_app
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
 from httpx_ws.transport import ASGIWebSocketTransport
-from testing_app import create_app
+
+from closeguard.testing import CloseRecords
+
+pytestmark = pytest.mark.anyio
 
 
-async def close_after(text: str, records: list[CloseRecord]) -> WebSocketDisconnect:
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def records() -> CloseRecords:
+    return CloseRecords()
+
+
+async def close_after(text: str, records: CloseRecords) -> WebSocketDisconnect:
     """Send ``text``; return the close the client got."""
-    app = create_app(on_close=records.append)
+    app = create_app(on_close=records)
     websocket: AsyncWebSocketSession  # aconnect_ws's type is generic in the session class
     async with (
         ASGIWebSocketTransport(app) as transport,
@@ -30,30 +44,30 @@ async def close_after(text: str, records: list[CloseRecord]) -> WebSocketDisconn
     return ended.value
 
 
-async def test_a_normal_close() -> None:
-    closed = await close_after("bye", [])
+async def test_a_normal_close(records: CloseRecords) -> None:
+    closed = await close_after("bye", records)
     assert (closed.code, closed.reason) == (1000, "goodbye")
+    assert (records.one().initiator, records.one().exception) == ("app", None)
 
 
-async def test_an_exception_after_accept_is_1011() -> None:
-    records: list[CloseRecord] = []
+async def test_an_exception_after_accept_is_1011(records: CloseRecords) -> None:
     closed = await close_after("boom", records)
     assert (closed.code, closed.reason) == (1011, "internal error")
-    assert records[0].exception == "RuntimeError"
+    assert records.one().exception == "RuntimeError"
 
 
-async def test_an_invalid_close_is_rejected_with_1011() -> None:
-    records: list[CloseRecord] = []
+async def test_an_invalid_close_is_rejected_with_1011(records: CloseRecords) -> None:
     closed = await close_after("reserved", records)
     assert (closed.code, closed.reason) == (1011, "internal error")
-    assert records[0].requested_code == 1005
+    assert records.one().requested_code == 1005
 
 
-async def test_a_return_without_close_is_1000() -> None:
-    closed = await close_after("quit", [])
+async def test_a_return_without_close_is_1000(records: CloseRecords) -> None:
+    closed = await close_after("quit", records)
     assert closed.code == 1000
+    assert records.one().initiator == "middleware"
 
 
-async def test_an_oversized_message_is_1009() -> None:
-    closed = await close_after("x" * 1025, [])
+async def test_an_oversized_message_is_1009(records: CloseRecords) -> None:
+    closed = await close_after("x" * 1025, records)
     assert (closed.code, closed.reason) == (1009, "message exceeds the limit of 1024 bytes")
