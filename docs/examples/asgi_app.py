@@ -1,7 +1,8 @@
 """Any ASGI app: wrap it. In "replace" mode an invalid close is replaced and logged."""
 
-from closeguard import WebSocketCloseMiddleware
 from starlette.types import Receive, Scope, Send
+
+from closeguard import WebSocketCloseMiddleware
 
 
 async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:

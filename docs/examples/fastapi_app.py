@@ -1,7 +1,8 @@
 """A FastAPI app with closeguard mounted, every close record handed to a hook."""
 
-from closeguard import CloseRecord, WebSocketCloseMiddleware
 from fastapi import FastAPI, WebSocket
+
+from closeguard import CloseRecord, WebSocketCloseMiddleware
 
 closed: list[CloseRecord] = []
 

@@ -1,7 +1,8 @@
 """A limit chosen per connection: uploads get 8 MiB, everything else 64 KiB, /ws/raw none."""
 
-from closeguard import WebSocketCloseMiddleware
 from starlette.types import ASGIApp, Scope
+
+from closeguard import WebSocketCloseMiddleware
 
 
 def limit_for(scope: Scope) -> int | None:

@@ -1,10 +1,11 @@
 """A Starlette app with closeguard mounted: a limit of 64 KiB per inbound message."""
 
-from closeguard import WebSocketCloseMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+
+from closeguard import WebSocketCloseMiddleware
 
 
 async def echo(websocket: WebSocket) -> None:
