@@ -29,7 +29,7 @@ ROOT = HERE.parent
 if __package__ in (None, ""):  # run as a script: the repository root is not on sys.path
     sys.path.insert(0, str(ROOT))
 
-from tests.processes import free_port, running  # noqa: E402
+from bench.harness import free_port, running  # noqa: E402
 
 IMPLEMENTATIONS = ("websockets-sansio", "websockets", "wsproto")
 VARIANTS = ("bare", "guarded")

@@ -64,33 +64,24 @@ async def http_404(send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class PassThrough:
-    """A no-op pure ASGI middleware that wraps receive and send: the floor for any middleware
-    that sees every message, closeguard included."""
+class Counts:
+    """The reference's per-connection state, on an object (as an exit-time record reads it; a
+    closure's cells it could not): the four counts, and whether a Close went out."""
 
-    def __init__(self, app: Callable[[MutableMapping[str, Any], Any, Any], Any]) -> None:
-        self.app = app
+    __slots__ = ("closed", "received", "received_bytes", "sent", "sent_bytes")
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped_receive() -> Any:
-            return await receive()
-
-        async def wrapped_send(message: Any) -> None:
-            await send(message)
-
-        await self.app(scope, wrapped_receive, wrapped_send)
+    def __init__(self) -> None:
+        self.closed = False
+        self.received = self.received_bytes = self.sent = self.sent_bytes = 0
 
 
 class Reference:
-    """The least plain code doing the work closeguard's record requires, and nothing else: an
-    ``async def`` ``receive`` and ``send`` that check the inbound size against the limit and
-    keep the four counters, all in UTF-8 bytes (ASCII text by ``len``, other text encoded,
-    bytes by ``len``). No close checks, no state, no record: ``per_message`` judges closeguard
-    against it; ``throughput`` shows it end to end."""
+    """The least plain code doing the per-message work closeguard's promises need, and nothing
+    else: ``async def`` ``receive`` and ``send`` that check each inbound message's size in
+    UTF-8 bytes against the limit, keep the four counts (messages and bytes, each way) on a
+    :class:`Counts`, and refuse data after a Close on every send (RFC 6455 5.5.1). No record,
+    no close-code checks. ``per_message`` and ``throughput`` (under ``wsproto``) judge
+    closeguard against it."""
 
     def __init__(
         self, app: Callable[[MutableMapping[str, Any], Any, Any], Any], limit: int = 1_048_576
@@ -103,10 +94,9 @@ class Reference:
             await self.app(scope, receive, send)
             return
         limit = self.limit
-        received = received_bytes = sent = sent_bytes = 0
+        counts = Counts()
 
-        async def counted_receive() -> Any:
-            nonlocal received, received_bytes
+        async def checked_receive() -> Any:
             message = await receive()
             text = message.get("text")
             if text is not None:
@@ -117,26 +107,29 @@ class Reference:
                     return message
                 size = len(data)
             if size > limit:
-                raise ValueError("message too big")
-            received += 1
-            received_bytes += size
+                raise ValueError(f"a message of {size} bytes exceeds the limit of {limit}")
+            counts.received += 1
+            counts.received_bytes += size
             return message
 
-        async def counted_send(message: Any) -> None:
-            nonlocal sent, sent_bytes
-            if message["type"] == "websocket.send":
-                text = message.get("text")
-                if text is not None:
-                    size = (
-                        len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-                    )
-                else:
-                    size = len(message.get("bytes") or b"")
-                sent += 1
-                sent_bytes += size
+        async def checked_send(message: Any) -> None:
+            if message["type"] != "websocket.send":
+                if message["type"] == "websocket.close":
+                    counts.closed = True
+                await send(message)
+                return
+            if counts.closed:
+                raise RuntimeError("data after a Close frame (RFC 6455 5.5.1)")
+            text = message.get("text")
+            if text is None:
+                size = len(message.get("bytes") or b"")
+            else:
+                size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
             await send(message)
+            counts.sent += 1
+            counts.sent_bytes += size
 
-        await self.app(scope, counted_receive, counted_send)
+        await self.app(scope, checked_receive, checked_send)
 
 
 # Statistics ---------------------------------------------------------------------------------

@@ -2,11 +2,10 @@
 
 Servers (bare and closeguard, ``--ws websockets-sansio``) run in their own processes with
 ``tracemalloc`` on. Each sample opens N idle connections (handshake done, the app waiting in
-``receive``), asks the server for its traced Python memory and RSS after a full garbage
-collection (``GET /stats``), closes them, and asks again. Per connection = (open - closed) / N;
+``receive``), asks the server for its traced Python memory after a full garbage collection
+(``GET /stats``), closes them, and asks again. Per connection = (open - closed) / N;
 closeguard's share is its figure minus bare's in the same round. tracemalloc sees every
-Python allocation (closeguard's state, closures, the copied scope); RSS is shown as well but
-moves in pages and with the allocator's free lists, so it is the rougher of the two.
+Python allocation (closeguard's state, closures, the copied scope).
 
 Target: closeguard adds <= 2 KiB per connection (tracemalloc).
 
@@ -26,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from . import common, servers
 from .common import Figure, Target, fmt_figure
-from .server import raise_fd_limit
+from .harness import raise_fd_limit
 
 VARIANTS = ("bare", "closeguard")
 WS = "websockets-sansio"

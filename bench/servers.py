@@ -1,21 +1,19 @@
-"""Start benchmark servers in subprocesses, ask them for memory, read their CPU time."""
+"""The end-to-end benchmarks' echo servers (``bench.echo_server``), started side by side for each
+round: their CPU time, their memory, the interleaved rounds and a table row."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import select
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from tests import processes
-
-from . import common
+from . import common, harness
 from .common import Figure, fmt, fmt_figure, paired_ratios
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -45,62 +43,28 @@ class Server:
         return data
 
 
-def launch(variant: str, ws: str, extra: Sequence[str] = ()) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "bench.server", "--variant", variant, "--ws", ws, *extra]
-    if common.can_pin():
-        command += ["--cpu", str(common.core(common.SERVER_CPU))]
-    # One hash seed for every server: string hashes set dict layouts, and with them a few
-    # per cent of speed that would otherwise differ from process to process, not by variant.
-    return processes.start(
-        command, output=subprocess.PIPE, env={**os.environ, "PYTHONHASHSEED": "0"}
-    )
-
-
-def ready(process: subprocess.Popen[bytes], variant: str, ws: str, timeout: float = 20.0) -> Server:
-    """Read the server's ``PORT <n>`` line (it binds its own port), then wait until uvicorn
-    listens on it."""
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout
-    line = b""
-    while not line.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        readable, _, _ = select.select([process.stdout], [], [], max(remaining, 0))
-        if not readable:
-            processes.stop(process)
-            raise RuntimeError(f"bench server {variant}/{ws} did not start in {timeout}s")
-        chunk = os.read(process.stdout.fileno(), 1)
-        if not chunk:
-            raise RuntimeError(f"bench server {variant}/{ws} exited: {process.wait()}")
-        line += chunk
-    port = int(line.split()[1])
-    processes.wait_until(
-        process,
-        lambda: processes.listening(port),
-        timeout=max(deadline - time.monotonic(), 0.0),
-        what=f"bench server {variant}/{ws}",
-    )
-    return Server(variant, ws, process, port)
-
-
-def stop(server: Server) -> None:
-    processes.stop(server.process)
-
-
 @contextlib.contextmanager
 def running(specs: Sequence[tuple[str, str, Sequence[str]]]) -> Iterator[list[Server]]:
     """Servers for each (variant, ws, extra arguments), started side by side and stopped
     however the block ends."""
-    launched: list[tuple[subprocess.Popen[bytes], str, str]] = []
+    cpu = ["--cpu", str(common.core(common.SERVER_CPU))] if common.can_pin() else []
+    # One hash seed for every server: string hashes set dict layouts, and with them a few
+    # per cent of speed that would otherwise differ from process to process, not by variant.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
     started: list[Server] = []
     try:
         for variant, ws, extra in specs:
-            launched.append((launch(variant, ws, extra), variant, ws))
-        for process, variant, ws in launched:
-            started.append(ready(process, variant, ws))
+            port = harness.free_port()
+            command = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
+            command += ["--variant", variant, "--ws", ws, *cpu, *extra]
+            started.append(Server(variant, ws, harness.start(command, env=env), port))
+        for server in started:
+            up = functools.partial(harness.listening, server.port)
+            harness.wait_until(server.process, up, what=f"bench server {server.variant}")
         yield started
     finally:
-        for process, variant, ws in launched:
-            stop(Server(variant, ws, process, 0))
+        for server in started:
+            harness.stop(server.process)
 
 
 #: One sample of a server: (per second, server CPU microseconds per unit).

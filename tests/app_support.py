@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from bench.harness import running, stop
 from tests import chromium
-from tests.processes import running, stop
 
 #: The venv's own bin directory first, so ``uvicorn`` in a command is this venv's.
 BIN_DIR = str(Path(sys.executable).parent)

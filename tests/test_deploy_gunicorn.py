@@ -24,10 +24,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.harness import ROOT, free_port
+from bench.rawws import blocking_handshake, client_frame
 from tests.app_support import BIN_DIR, AppProcess, app_env, http_get, run_app
 from tests.conftest import talk
-from tests.processes import ROOT, free_port
-from tests.test_endings import masked_frame, raw_handshake
 
 CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 #: closeguard's default limit, which the service keeps unless CLOSEGUARD_MAX_MESSAGE_SIZE says.
@@ -309,11 +309,11 @@ async def test_a_connection_stuck_at_shutdown_is_recorded_before_the_kill(
     if worker is not None:
         options += ["--worker-class", worker]
     with gunicorn(tmp_path, *options, workers=1) as service:
-        sock = raw_handshake(service.port, "/ws/echo")
+        sock = blocking_handshake(service.port, "/ws/echo")
         try:
             assert sock.recv(4096).startswith(b"HTTP/1.1 101")
             sock.settimeout(1.0)
-            frame = masked_frame(0x1, b"x" * 60_000)
+            frame = client_frame(0x1, b"x" * 60_000)
             with contextlib.suppress(TimeoutError, socket.timeout):
                 for _ in range(1000):  # until the server stops reading: its echo is stuck
                     sock.sendall(frame)

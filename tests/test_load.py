@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -23,13 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.fuzz_support import (
-    LOAD_LIMIT,
-    LOAD_SCENARIOS,
-    RawClient,
-    Wire,
-)
-from tests.processes import free_port, running
+from bench.harness import free_port, raise_fd_limit, running
+from bench.rawws import RawClient, Wire
+from tests.fuzz_support import LOAD_LIMIT, LOAD_SCENARIOS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = 1000
@@ -54,17 +49,6 @@ EXPECTED_RECORD: dict[str, tuple[set[int], str, str | None]] = {
     "drop": ({1005, 1006}, "client", None),  # as the server reports a drop (1006 legacy)
     "return": ({1000}, "middleware", None),
 }
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise the soft open-files limit (inherited by the server process) if it is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        assert target >= needed, f"ulimit -n hard limit {hard} is below the {needed} needed"
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return int(soft)
 
 
 def debug(port: int, collect: bool = False) -> dict[str, Any]:
@@ -178,7 +162,8 @@ def settle(port: int, records: int, tasks: int | None = None) -> dict[str, Any]:
 
 @pytest.mark.parametrize("ws_impl", ["websockets-sansio", "websockets", "wsproto"])
 def test_thousand_concurrent_connections_with_faults(ws_impl: str, tmp_path: Path) -> None:
-    fd_limit = raise_fd_limit(CONNECTIONS + 500)
+    fd_limit = raise_fd_limit()
+    assert fd_limit >= CONNECTIONS + 500, f"ulimit -n hard limit {fd_limit} is below the needed"
     port = free_port()
     log = tmp_path / "server.log"
     with load_server(ws_impl, port, log):
