@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 
 from . import common, servers
-from .common import Target, paired_ratios
 from .rawws import RawClient
 
 WS_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
@@ -74,58 +72,23 @@ async def one_round(server: servers.Server, workers: int, per_worker: int) -> tu
     return total / elapsed, cpu / total * 1e6
 
 
-def count_lines(path: str) -> int:
-    with open(path, encoding="utf-8") as log:
-        return sum(1 for _ in log)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        rounds, workers, per_worker = 4, 8, 30
-    else:
-        rounds, workers, per_worker = 12, 8, 200
-    rounds = args.rounds or rounds
-    pinned = common.pin(common.CLIENT_CPU)
-    with tempfile.TemporaryDirectory() as tmp:
-        specs = [
-            (variant, ws, [] if variant == "bare" else ["--log-file", f"{tmp}/{ws}-{variant}.log"])
-            for ws in WS_IMPLEMENTATIONS
-            for variant in VARIANTS
-        ]
-        rate, cpu = asyncio.run(
-            servers.interleaved_rounds(
-                specs,
-                rounds,
-                warm_up=lambda server: one_round(server, 2, WARM_UP_CYCLES // 2),
-                sample=lambda server: one_round(server, workers, per_worker),
-            )
-        )
-        logged = {ws: count_lines(f"{tmp}/{ws}-closeguard.log") for ws in WS_IMPLEMENTATIONS}
-    limit = QUICK_TARGET if args.quick else TARGET
-    rows = []
-    targets = []
-    for ws in WS_IMPLEMENTATIONS:
-        for variant in VARIANTS:
-            rows.append(servers.table_row(rate, cpu, ws, variant, (BASELINE, "bare")))
-        ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, BASELINE])
-        targets.append(Target(f"churn {ws}: closeguard / {BASELINE}", ratio.median, limit, "min"))
-    settings = (
-        f"{rounds} interleaved rounds; per sample {workers} concurrent clients x {per_worker} "
-        f"connect/accept/close cycles, no compression; closeguard logged "
-        + ", ".join(f"{n} records ({ws})" for ws, n in logged.items())
-        + f" for {rounds * (workers * per_worker + WARM_UP_CYCLES)} connections (warm-up "
-        f"included), each round on freshly started servers; server and client "
-        f"{'pinned to separate cores' if pinned else 'NOT pinned'}"
-        f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
+    workers, per_worker = (8, 30) if args.quick else (8, 200)
+    return servers.compare(
+        "churn",
+        args,
+        VARIANTS,
+        {ws: (BASELINE, TARGET) for ws in WS_IMPLEMENTATIONS},
+        QUICK_TARGET,
+        warm_up=lambda server: one_round(server, 2, WARM_UP_CYCLES // 2),
+        sample=lambda server: one_round(server, workers, per_worker),
+        unit="cycle",
+        settings=f"per sample {workers} concurrent clients x {per_worker} connect/accept/close "
+        f"cycles",
     )
-    header = ["--ws", "variant", "cycles/s", f"x {BASELINE}", "x bare"]
-    header += ["server CPU µs/cycle", f"x {BASELINE}"]
-    header.append("server busy")
-    sections = [settings, common.table(header, rows)]
-    return common.finish("Connection churn (uvicorn)", sections, targets)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
-"""The end-to-end benchmarks' echo servers (``bench.echo_server``), started side by side for each
-round: their CPU time, their memory, the interleaved rounds and a table row."""
+"""The end-to-end benchmarks: echo servers (``bench.echo_server``) started side by side for
+each round, their CPU time and memory, interleaved rounds, and the comparison's report."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from . import common, harness
-from .common import Figure, fmt, fmt_figure, paired_ratios
+from .common import Figure, Target, fmt, fmt_figure, paired_ratios, table
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -103,22 +106,55 @@ async def interleaved_rounds(
     return rate, cpu
 
 
-def table_row(
-    rate: Samples, cpu: Samples, ws: str, variant: str, against: Sequence[str]
-) -> list[str]:
-    """One row of an end-to-end table: the rate, its paired ratio to each variant in
-    ``against`` (the first is the baseline), the server CPU per unit and its ratio to the
-    baseline, and how busy the server was (rate x CPU per unit: near 100% it set the pace)."""
-    key = (ws, variant)
-    busy = Figure(
-        [per_second * us / 1e6 for per_second, us in zip(rate[key], cpu[key], strict=True)]
+def compare(
+    title: str,
+    args: argparse.Namespace,
+    variants: Sequence[str],
+    judged: Mapping[str, tuple[str, float]],
+    quick_limit: float,
+    warm_up: Sample,
+    sample: Sample,
+    unit: str,
+    settings: str,
+) -> int:
+    """Run ``variants`` under each implementation in ``judged`` (--ws: (the denominator, the
+    least ratio closeguard must reach)), every variant logging at INFO to a file, and report
+    per ``unit``: the rate, its paired ratios, the server CPU per unit, and how busy the
+    server was (rate x CPU per unit: near 100% it set the pace, below it the client did)."""
+    rounds = args.rounds or (4 if args.quick else 12)
+    pinned = common.pin(common.CLIENT_CPU)
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [
+            (variant, ws, ["--log-file", f"{tmp}/{ws}-{variant}.log"])
+            for ws in judged
+            for variant in variants
+        ]
+        rate, cpu = asyncio.run(interleaved_rounds(specs, rounds, warm_up, sample))
+    against = list(dict.fromkeys(["bare", *(denominator for denominator, _ in judged.values())]))
+    rows, targets = [], []
+    for ws, (denominator, limit) in judged.items():
+        for variant in variants:
+            key = (ws, variant)
+            busy = Figure([r * us / 1e6 for r, us in zip(rate[key], cpu[key], strict=True)])
+            rows.append(
+                [
+                    ws,
+                    variant,
+                    fmt_figure(Figure(rate[key])),
+                    *(fmt(paired_ratios(rate[key], rate[ws, other]).median) for other in against),
+                    fmt_figure(Figure(cpu[key])),
+                    fmt(paired_ratios(cpu[key], cpu[ws, "bare"]).median),
+                    f"{busy.median * 100:.0f}%",
+                ]
+            )
+        ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, denominator]).median
+        limit = quick_limit if args.quick else limit
+        targets.append(Target(f"{title} {ws}: closeguard / {denominator}", ratio, limit, "min"))
+    header = ["--ws", "variant", f"{unit}s/s", *(f"x {other}" for other in against)]
+    header += [f"server CPU µs/{unit}", "x bare", "server busy"]
+    settings = (
+        f"{rounds} interleaved rounds, each on freshly started servers; {settings}; no "
+        f"compression; server and client {'pinned to separate cores' if pinned else 'NOT pinned'}"
+        f"{'; QUICK mode, lenient threshold' if args.quick else ''}."
     )
-    return [
-        ws,
-        variant,
-        fmt_figure(Figure(rate[key])),
-        *(fmt(paired_ratios(rate[key], rate[ws, other]).median) for other in against),
-        fmt_figure(Figure(cpu[key])),
-        fmt(paired_ratios(cpu[key], cpu[ws, against[0]]).median),
-        f"{busy.median * 100:.0f}%",
-    ]
+    return common.finish(f"End-to-end {title} (uvicorn)", [settings, table(header, rows)], targets)

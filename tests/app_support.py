@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bench.harness import running, stop
+from bench.harness import log_lines, running, stop
 from tests import chromium
 
 #: The venv's own bin directory first, so ``uvicorn`` in a command is this venv's.
@@ -61,9 +61,7 @@ class AppProcess:
 
     def log_lines(self) -> list[dict[str, Any]]:
         """Every whole stdout line so far, each of which must be one JSON object."""
-        text = self.log_text()
-        complete = text[: text.rfind("\n") + 1]  # a line being written waits for the next look
-        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+        return [json.loads(line) for line in log_lines(self.log_path) if line.strip()]
 
     def close_records(self, path: str) -> list[dict[str, Any]]:
         """closeguard's records of the connections to ``path`` so far."""
