@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
+from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
 
 from . import page
 from .records import RecentCloses
@@ -95,7 +95,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
         routes=routes,
         middleware=[
             # Outermost first: the open-connections gauge sees the very end of each connection.
-            Middleware(CountOpenConnections, metrics=metrics),
+            Middleware(OpenConnectionsMiddleware, metrics=metrics),
             Middleware(
                 WebSocketCloseMiddleware,
                 max_message_size=settings.max_message_size,

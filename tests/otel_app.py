@@ -28,7 +28,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from closeguard import WebSocketCloseMiddleware, connection_id
-from closeguard.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
+from closeguard.opentelemetry import OpenConnectionsMiddleware, OpenTelemetryCloseMetrics
 
 OUT = Path(os.environ["CLOSEGUARD_TEST_OTEL"])
 
@@ -92,7 +92,7 @@ app = OpenTelemetryMiddleware(
             WebSocketRoute("/refuse", refuse),
         ],
         middleware=[
-            Middleware(CountOpenConnections, metrics=metrics),
+            Middleware(OpenConnectionsMiddleware, metrics=metrics),
             Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
         ],
         lifespan=lifespan,

@@ -532,7 +532,7 @@ async def test_an_async_hook_runs_even_when_a_shutdown_cancels_the_task() -> Non
 async def test_a_hanging_async_hook_is_given_up_on_and_logged(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("closeguard.asgi.ASYNC_HOOK_WAIT", 0.05)
+    monkeypatch.setattr("closeguard.hooks.ASYNC_HOOK_WAIT", 0.05)
 
     async def hangs(record: CloseRecord) -> None:
         await asyncio.Event().wait()
@@ -556,7 +556,7 @@ async def test_a_hanging_async_hook_is_given_up_on_and_logged(
 
 
 async def test_records_written_at_exit_run_async_hooks_in_a_loop_of_their_own() -> None:
-    from closeguard.asgi import _write_unwritten_records
+    from closeguard.unwritten import _write_all
 
     stored: list[CloseRecord] = []
 
@@ -570,7 +570,7 @@ async def test_records_written_at_exit_run_async_hooks_in_a_loop_of_their_own() 
     await settle(lambda: server.calls == 3)
     # The process exits with the server's task still waiting (daphne, granian): no loop runs
     # in the exiting thread.
-    await asyncio.to_thread(_write_unwritten_records)
+    await asyncio.to_thread(_write_all)
     [record] = stored
     assert (record.accepted, record.code, record.initiator) == (True, None, "server")
     task.cancel()
@@ -1022,3 +1022,21 @@ async def test_the_counts_follow_the_cores_size_rule(payload: str | bytes) -> No
     (record,) = records
     assert (record.messages_received, record.bytes_received) == (2, 2 * size)
     assert (record.messages_sent, record.bytes_sent) == (2, 2 * size)
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "refused"),
+    [
+        (1001, "invalid close code 1001 (must be 1000 or from [3000, 4999])", True),
+        (1011, "invalid close code 1011 (must be 1000 or from [3000, 4999])", True),
+        (1001, "invalid close code 1011 (must be 1000 or ...)", False),  # another code
+        (1000, "invalid close code 1000", False),  # a 1000 is never called refused
+        (1001, "'WebSocketProtocol' object has no attribute 'transfer_data_task'", False),
+    ],
+)
+def test_daphnes_refusal_of_a_code_is_named_at_the_server_boundary(
+    code: int, error: str, refused: bool
+) -> None:
+    from closeguard.server import refuses_code
+
+    assert refuses_code(Exception(error), code) is refused

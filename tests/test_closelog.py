@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from closeguard import CloseRecord
-from closeguard.closelog import level_for, log_record, printable
+from closeguard.closelog import escaped, level_for, log_record
 
 BASE = CloseRecord(
     connection_id="abc",
@@ -206,8 +206,8 @@ def test_the_fields_are_the_records_own_values_not_strings(
         ("typed \\n, not a newline", "typed \\\\n, not a newline"),
     ],
 )
-def test_printable_escapes_only_what_could_act(raw: str, shown: str) -> None:
-    assert printable(raw) == shown
+def test_escaped_escapes_only_what_could_act(raw: str, shown: str) -> None:
+    assert escaped(raw) == shown
 
 
 @pytest.mark.parametrize(

@@ -13,17 +13,19 @@ from starlette.websockets import WebSocketDisconnect
 
 from closeguard import CloseAlreadySent, InvalidCloseCode, InvalidCloseReason
 from closeguard.connection import (
+    CloseInstead,
     Connection,
     Ending,
     State,
-    client_text,
+    format_client,
     message_size,
-    utf8_size,
 )
 from closeguard.record import FIELD_NAMES, CloseRecord
 
 #: What daphne's WebSocket library raises for a close code it will not send.
 DAPHNE_REFUSES_1001 = Exception("invalid close code 1001 (must be 1000 or from [3000, 4999])")
+SEND = {"type": "websocket.send", "text": "x"}
+DENIAL_401 = {"type": "websocket.http.response.start", "status": 401, "headers": []}
 
 
 def make(*, limit: int | None = 100, replace: bool = False, reraise: bool = True) -> Connection:
@@ -39,7 +41,7 @@ def make(*, limit: int | None = 100, replace: bool = False, reraise: bool = True
 
 def opened(*, limit: int | None = 100, replace: bool = False, reraise: bool = True) -> Connection:
     conn = make(limit=limit, replace=replace, reraise=reraise)
-    conn.server_accepted()
+    conn.server_accepts()
     return conn
 
 
@@ -64,15 +66,15 @@ def test_nothing_is_accepted_until_the_server_takes_the_accept() -> None:
     assert waiting.state is State.CONNECTING
     assert waiting.record(0).accepted is False
     conn = make()
-    conn.server_accepted()
+    conn.server_accepts()
     assert conn.state is State.OPEN
     assert conn.record(0).accepted is True
 
 
 def test_a_late_accept_changes_nothing_once_the_connection_ended() -> None:
     conn = make()
-    conn.server_disconnects(disconnect(1006))
-    conn.server_accepted()
+    conn.server_delivers(disconnect(1006))
+    conn.server_accepts()
     assert conn.state is State.DISCONNECTED
     assert conn.record(0).accepted is False
 
@@ -80,7 +82,7 @@ def test_a_late_accept_changes_nothing_once_the_connection_ended() -> None:
 def test_close_before_accept_is_a_refusal_and_is_not_checked() -> None:
     conn = make()
     message = close(1006)
-    assert conn.app_closes(message) is message
+    assert conn.app_sends(message) is message
     record = conn.record(0)
     assert (record.accepted, record.http_status, record.code) == (False, 403, None)
     assert (record.requested_code, record.violation) == (None, None)
@@ -88,7 +90,7 @@ def test_close_before_accept_is_a_refusal_and_is_not_checked() -> None:
 
 def test_denial_response_records_its_status() -> None:
     conn = make()
-    conn.app_denies(401)
+    conn.app_sends(DENIAL_401)
     record = conn.record(0)
     assert (record.accepted, record.http_status, conn.state) == (False, 401, State.REFUSED)
     assert record.code is None
@@ -99,7 +101,7 @@ def test_denial_response_records_its_status() -> None:
 
 def test_a_valid_close_goes_out_as_asked() -> None:
     conn = opened()
-    assert conn.app_closes(close(4000, "bye")) == close(4000, "bye")
+    assert conn.app_sends(close(4000, "bye")) == close(4000, "bye")
     record = conn.record(0.5)
     assert said(record) == (True, 4000, "bye", "app")
     assert record.duration == 0.5
@@ -108,7 +110,7 @@ def test_a_valid_close_goes_out_as_asked() -> None:
 
 def test_close_without_code_means_1000() -> None:
     conn = opened()
-    assert conn.app_closes({"type": "websocket.close"}) == close(1000, "")
+    assert conn.app_sends({"type": "websocket.close"}) == close(1000, "")
 
 
 def test_the_close_handed_over_carries_a_plain_int() -> None:
@@ -118,7 +120,7 @@ def test_the_close_handed_over_carries_a_plain_int() -> None:
     class Code(int):
         pass
 
-    sent = conn.app_closes(close(Code(4000)))
+    sent = conn.app_sends(close(Code(4000)))
     assert sent is not None
     assert type(sent["code"]) is int
 
@@ -126,9 +128,9 @@ def test_the_close_handed_over_carries_a_plain_int() -> None:
 def test_an_invalid_close_raises_and_leaves_the_connection_open() -> None:
     conn = opened()
     with pytest.raises(InvalidCloseCode):
-        conn.app_closes(close(1006))
+        conn.app_sends(close(1006))
     assert conn.state is State.OPEN
-    assert conn.app_closes(close(1000)) == close(1000, "")
+    assert conn.app_sends(close(1000)) == close(1000, "")
     record = conn.record(0)
     assert (record.code, record.requested_code) == (1000, 1006)
     assert record.violation is not None
@@ -138,21 +140,21 @@ def test_an_invalid_close_raises_and_leaves_the_connection_open() -> None:
 def test_a_long_reason_raises_in_strict_mode() -> None:
     conn = opened()
     with pytest.raises(InvalidCloseReason):
-        conn.app_closes(close(4000, "x" * 124))
+        conn.app_sends(close(4000, "x" * 124))
 
 
 def test_replace_mode_substitutes_and_remembers_the_request() -> None:
     conn = opened(replace=True)
-    assert conn.app_closes(close(1005, "bye")) == close(1000, "bye")
+    assert conn.app_sends(close(1005, "bye")) == close(1000, "bye")
     record = conn.record(0)
     assert (record.code, record.requested_code, record.initiator) == (1000, 1005, "app")
 
 
 def test_a_second_close_raises() -> None:
     conn = opened()
-    conn.app_closes(close(4000))
+    conn.app_sends(close(4000))
     with pytest.raises(CloseAlreadySent, match="already closed with code 4000"):
-        conn.app_closes(close(4001))
+        conn.app_sends(close(4001))
     assert conn.record(0).code == 4000
 
 
@@ -160,23 +162,23 @@ def test_a_second_close_raises() -> None:
 
 
 def test_data_is_allowed_while_open_and_left_to_the_server_before_accept() -> None:
-    make().check_data_allowed("websocket.send")  # the server answers with its own error
-    opened().check_data_allowed("websocket.send")
+    assert make().app_sends(SEND) is SEND  # the server answers with its own error
+    assert opened().app_sends(SEND) is SEND
 
 
 def test_data_after_the_apps_close_raises() -> None:
     conn = opened()
-    conn.app_closes(close(4000))
+    conn.app_sends(close(4000))
     with pytest.raises(CloseAlreadySent, match="the app already closed this connection") as info:
-        conn.check_data_allowed("websocket.send")
+        conn.app_sends(SEND)
     assert "code 4000" in str(info.value)
     assert isinstance(info.value, RuntimeError)
 
 
 def test_data_after_a_disconnect_is_left_to_the_server() -> None:
     conn = opened()
-    conn.server_disconnects(disconnect(1001))
-    conn.check_data_allowed("websocket.send")  # the server raises its own OSError
+    conn.server_delivers(disconnect(1001))
+    assert conn.app_sends(SEND) is SEND  # the server raises its own OSError
 
 
 # What the server reports ---------------------------------------------------------------------
@@ -184,15 +186,15 @@ def test_data_after_a_disconnect_is_left_to_the_server() -> None:
 
 def test_client_disconnect_is_the_end() -> None:
     conn = opened()
-    conn.server_disconnects(disconnect(4321, "bye"))
+    conn.server_delivers(disconnect(4321, "bye"))
     assert said(conn.record(0)) == (True, 4321, "bye", "client")
     # The app answering a disconnect with a close sends nothing: nobody is left to reach.
-    assert conn.app_closes(close(1000)) is None
+    assert conn.app_sends(close(1000)) is None
 
 
 def test_disconnect_without_code_is_1005() -> None:
     conn = opened()
-    conn.server_disconnects(disconnect(None))
+    conn.server_delivers(disconnect(None))
     assert conn.record(0).code == 1005
 
 
@@ -212,7 +214,7 @@ def test_a_1012_disconnect_is_the_servers_and_any_other_the_clients(
     code: int | None, initiator: str
 ) -> None:
     conn = opened()
-    conn.server_disconnects(disconnect(code))
+    conn.server_delivers(disconnect(code))
     record = conn.record(0)
     assert record.initiator == initiator
     assert record.code == (1005 if code is None else code)
@@ -220,17 +222,17 @@ def test_a_1012_disconnect_is_the_servers_and_any_other_the_clients(
 
 def test_disconnect_after_the_apps_close_does_not_change_the_record() -> None:
     conn = opened()
-    conn.app_closes(close(4000, "app"))
-    conn.server_disconnects(disconnect(4000))
+    conn.app_sends(close(4000, "app"))
+    conn.server_delivers(disconnect(4000))
     assert said(conn.record(0)) == (True, 4000, "app", "app")
 
 
 def test_a_disconnect_before_the_server_took_an_accept_has_no_code() -> None:
     conn = make()
-    conn.server_disconnects(disconnect(1006))
+    conn.server_delivers(disconnect(1006))
     record = conn.record(0)
     assert (record.accepted, record.code, record.initiator) == (False, None, "client")
-    assert not conn.awaits_server_report()
+    assert not conn.awaits_report
 
 
 @pytest.mark.parametrize("first", ["a disconnect", "a failed accept"])
@@ -240,10 +242,10 @@ def test_a_disconnect_after_the_handshake_failed_still_has_no_code(first: str) -
     handshake, so no code may come of it."""
     conn = make()
     if first == "a disconnect":
-        conn.server_disconnects(disconnect(1006))
+        conn.server_delivers(disconnect(1006))
     else:
-        conn.peer_gone()  # the accept's send raised OSError
-    conn.server_disconnects(disconnect(1006))
+        conn.server_loses_peer({"type": "websocket.accept"})  # the accept's send raised OSError
+    conn.server_delivers(disconnect(1006))
     record = conn.record(0)
     assert (record.accepted, record.code) == (False, None)
 
@@ -253,52 +255,52 @@ def test_a_disconnect_after_the_handshake_failed_still_has_no_code(first: str) -
 
 def test_a_failed_send_waits_for_the_servers_report_of_the_end() -> None:
     conn = opened()
-    conn.peer_gone()
+    conn.server_loses_peer(close(1000))
     assert conn.state is State.DISCONNECTED
-    assert conn.awaits_server_report()
-    conn.server_disconnects(disconnect(1000, "done"))
-    assert not conn.awaits_server_report()
+    assert conn.awaits_report
+    conn.server_delivers(disconnect(1000, "done"))
+    assert not conn.awaits_report
     assert said(conn.record(0)) == (True, 1000, "done", "client")
 
 
 def test_a_failed_send_without_a_report_is_1006() -> None:
     conn = opened()
-    conn.peer_gone()
+    conn.server_loses_peer(close(1000))
     record = conn.record(0)
     assert (record.code, record.initiator, record.exception) == (1006, "client", None)
 
 
 def test_a_failed_accept_is_no_websocket_at_all() -> None:
     conn = make()
-    conn.peer_gone()
-    assert not conn.awaits_server_report()
+    conn.server_loses_peer(close(1000))
+    assert not conn.awaits_report
     record = conn.record(0)
     assert (record.accepted, record.code) == (False, None)
 
 
 def test_a_failed_closing_send_is_abnormal_unless_the_server_says_more() -> None:
     conn = opened()
-    ending = conn.app_ended(RuntimeError("boom"))
+    ending = conn.app_ends(RuntimeError("boom"))
     assert ending.close == close(1011, "internal error")
-    conn.peer_gone()  # the 1011 found the peer gone
-    assert conn.awaits_server_report()
+    conn.server_loses_peer(close(1000))  # the 1011 found the peer gone
+    assert conn.awaits_report
     record = conn.record(0)
     assert (record.code, record.initiator, record.exception) == (1006, "client", "RuntimeError")
 
 
 def test_a_failed_send_of_the_apps_close_takes_the_servers_report() -> None:
     conn = opened()
-    conn.app_closes(close(4000, "bye"))
-    conn.peer_gone()
-    conn.server_disconnects(disconnect(1001))
+    conn.app_sends(close(4000, "bye"))
+    conn.server_loses_peer(close(1000))
+    conn.server_delivers(disconnect(1001))
     assert said(conn.record(0)) == (True, 1001, "", "client")
 
 
 def test_a_failed_send_after_the_server_reported_the_end_changes_nothing() -> None:
     conn = opened()
-    conn.server_disconnects(disconnect(1001, "tab closed"))
-    conn.peer_gone()
-    assert not conn.awaits_server_report()
+    conn.server_delivers(disconnect(1001, "tab closed"))
+    conn.server_loses_peer(close(1000))
+    assert not conn.awaits_report
     assert said(conn.record(0)) == (True, 1001, "tab closed", "client")
 
 
@@ -308,15 +310,49 @@ def test_a_failed_send_after_the_server_reported_the_end_changes_nothing() -> No
 def test_message_too_big_closes_1009_and_tells_the_app_the_same() -> None:
     conn = opened(limit=10)
     reason = "message exceeds the limit of 10 bytes"
-    close_message, app_hears = conn.message_too_big()
+    answer = conn.server_delivers({"type": "websocket.receive", "bytes": b"x" * 11})
+    assert isinstance(answer, CloseInstead)
+    close_message, app_hears = answer
     assert close_message == close(1009, reason)
     assert app_hears == {"type": "websocket.disconnect", "code": 1009, "reason": reason}
     assert said(conn.record(0)) == (True, 1009, reason, "middleware")
     assert conn.state is State.CLOSED_BY_MIDDLEWARE
     # The app's usual close after a disconnect is dropped, not an error.
-    assert conn.app_closes(close(1000)) is None
+    assert conn.app_sends(close(1000)) is None
     with pytest.raises(CloseAlreadySent, match="closeguard already closed"):
-        conn.check_data_allowed("websocket.send")
+        conn.app_sends(SEND)
+    # What the client sent meanwhile is not counted as received, nor refused twice.
+    assert conn.server_delivers({"type": "websocket.receive", "bytes": b"x" * 11}) is None
+    assert conn.record(0).messages_received == 0
+
+
+def test_messages_within_the_limit_are_delivered_and_counted_each_way() -> None:
+    conn = opened(limit=10)
+    received = {"type": "websocket.receive", "text": "é" * 5}  # 10 bytes: at the limit
+    assert conn.server_delivers(received) is received
+    sent = {"type": "websocket.send", "bytes": b"abc"}
+    assert conn.app_sends(sent) is sent
+    record = conn.record(0)
+    assert (record.messages_received, record.bytes_received) == (1, 10)
+    assert (record.messages_sent, record.bytes_sent) == (1, 3)
+
+
+def test_a_send_that_found_the_peer_gone_is_not_counted() -> None:
+    """The record says what the client received: a message whose send raised never got there."""
+    conn = opened()
+    conn.app_sends({"type": "websocket.send", "text": "delivered"})
+    lost = {"type": "websocket.send", "text": "lost"}
+    conn.app_sends(lost)
+    conn.server_loses_peer(lost)
+    record = conn.record(0)
+    assert (record.messages_sent, record.bytes_sent) == (1, 9)
+
+
+def test_no_limit_delivers_any_size() -> None:
+    conn = opened(limit=None)
+    big = {"type": "websocket.receive", "bytes": b"x" * 100_000}
+    assert conn.server_delivers(big) is big
+    assert conn.record(0).bytes_received == 100_000
 
 
 # How the app ended ---------------------------------------------------------------------------
@@ -324,7 +360,7 @@ def test_message_too_big_closes_1009_and_tells_the_app_the_same() -> None:
 
 def test_return_while_open_gets_1000_from_the_middleware() -> None:
     conn = opened()
-    assert conn.app_ended(None) == Ending(close=close(1000, ""))
+    assert conn.app_ends(None) == Ending(close=close(1000, ""))
     assert said(conn.record(0)) == (True, 1000, "", "middleware")
     assert conn.record(0).exception is None
 
@@ -333,20 +369,20 @@ def test_return_while_open_gets_1000_from_the_middleware() -> None:
 def test_return_after_the_end_sends_nothing(setup: str) -> None:
     conn = make() if setup in ("never accepted", "refused") else opened()
     if setup == "closed":
-        conn.app_closes(close(4000))
+        conn.app_sends(close(4000))
     elif setup == "disconnected":
-        conn.server_disconnects(disconnect(1000))
+        conn.server_delivers(disconnect(1000))
     elif setup == "refused":
-        conn.app_denies(403)
+        conn.app_sends({"type": "websocket.http.response.start", "status": 403})
     before = conn.record(0)
-    assert conn.app_ended(None) == Ending()
+    assert conn.app_ends(None) == Ending()
     assert conn.record(0) == before
 
 
 @pytest.mark.parametrize("reraise", [True, False])
 def test_an_exception_while_open_becomes_a_generic_1011(reraise: bool) -> None:
     conn = opened(reraise=reraise)
-    ending = conn.app_ended(ValueError("password=hunter2"))
+    ending = conn.app_ends(ValueError("password=hunter2"))
     assert ending.close == close(1011, "internal error")
     assert "hunter2" not in str(ending.close)
     assert ending.reraise is reraise
@@ -358,7 +394,7 @@ def test_an_exception_while_open_becomes_a_generic_1011(reraise: bool) -> None:
 
 def test_exception_names_are_qualified() -> None:
     conn = opened()
-    conn.app_ended(InvalidCloseCode("x", 1))
+    conn.app_ends(InvalidCloseCode("x", 1))
     assert conn.record(0).exception == "closeguard.codes.InvalidCloseCode"
 
 
@@ -368,8 +404,8 @@ def test_an_exception_before_accept_sends_nothing(how: str, reraise: bool) -> No
     """In state CONNECTING no close can reach the client: the server answers (HTTP 500)."""
     conn = make(reraise=reraise)
     error = RuntimeError("a header the server cannot send")
-    # Either way the core never heard server_accepted().
-    ending = conn.app_ended(error)
+    # Either way the core never heard server_accepts().
+    ending = conn.app_ends(error)
     assert ending == Ending(close=None, reraise=reraise, log_traceback=not reraise)
     record = conn.record(0)
     assert (record.accepted, record.code, record.exception) == (False, None, "RuntimeError")
@@ -377,8 +413,8 @@ def test_an_exception_before_accept_sends_nothing(how: str, reraise: bool) -> No
 
 def test_an_exception_after_the_apps_close_sends_nothing_more() -> None:
     conn = opened()
-    conn.app_closes(close(4000))
-    ending = conn.app_ended(RuntimeError())
+    conn.app_sends(close(4000))
+    ending = conn.app_ends(RuntimeError())
     assert ending.close is None
     assert ending.reraise
     record = conn.record(0)
@@ -390,7 +426,7 @@ def test_an_exception_after_the_apps_close_sends_nothing_more() -> None:
 )
 def test_a_disconnect_exception_while_open_is_an_app_error(error: Exception) -> None:
     conn = opened()
-    ending = conn.app_ended(error)
+    ending = conn.app_ends(error)
     assert ending.close == close(1011, "internal error")
     assert conn.record(0).exception is not None
 
@@ -404,15 +440,15 @@ def test_a_disconnect_exception_while_open_is_an_app_error(error: Exception) -> 
 def test_a_disconnect_exception_after_the_end_is_ordinary(error: Exception, end: str) -> None:
     conn = opened(limit=10)
     if end == "server reported":
-        conn.server_disconnects(disconnect(1001))
+        conn.server_delivers(disconnect(1001))
     elif end == "send found the peer gone":
-        conn.peer_gone()
+        conn.server_loses_peer(close(1000))
     elif end == "app closed":
-        conn.app_closes(close(4000))
+        conn.app_sends(close(4000))
     else:
-        conn.message_too_big()
+        conn.server_delivers({"type": "websocket.receive", "bytes": b"x" * 11})
     before = conn.record(0)
-    assert conn.app_ended(error) == Ending()
+    assert conn.app_ends(error) == Ending()
     record = conn.record(0)
     assert record.exception is None
     assert record == before
@@ -422,18 +458,18 @@ def test_a_disconnect_exception_after_the_end_is_ordinary(error: Exception, end:
 @pytest.mark.parametrize("accepted", [True, False])
 def test_a_cancelled_task_is_torn_down_by_the_server(error: BaseException, accepted: bool) -> None:
     conn = opened() if accepted else make()
-    assert conn.app_ended(error) == Ending(close=None, reraise=True)
+    assert conn.app_ends(error) == Ending(close=None, reraise=True)
     assert conn.state is State.TORN_DOWN
     record = conn.record(0)
     assert (record.accepted, record.code, record.initiator) == (accepted, None, "server")
     assert record.exception is None
-    assert not conn.awaits_server_report()
+    assert not conn.awaits_report
 
 
 def test_a_cancellation_after_the_end_leaves_the_record_as_it_was() -> None:
     conn = opened()
-    conn.app_closes(close(4000, "bye"))
-    assert conn.app_ended(asyncio.CancelledError()) == Ending(reraise=True)
+    conn.app_sends(close(4000, "bye"))
+    assert conn.app_ends(asyncio.CancelledError()) == Ending(reraise=True)
     assert said(conn.record(0)) == (True, 4000, "bye", "app")
 
 
@@ -444,9 +480,9 @@ def test_a_close_the_server_refused_is_its_1011() -> None:
     """daphne's library sends only 1000 and 3000-4999, raises naming the code otherwise, and
     closes with 1011 once the error reaches it."""
     conn = opened()
-    sent = conn.app_closes(close(1001, "going"))
+    sent = conn.app_sends(close(1001, "going"))
     assert sent is not None
-    conn.close_failed(sent, DAPHNE_REFUSES_1001)
+    conn.server_refuses_code(1001, DAPHNE_REFUSES_1001)
     record = conn.record(0)
     assert (record.code, record.requested_code) == (1011, 1001)
     assert record.violation is not None
@@ -457,9 +493,9 @@ def test_a_close_the_server_refused_is_its_1011() -> None:
 
 def test_a_refusal_of_closeguards_own_close_keeps_no_requested_code() -> None:
     conn = opened(limit=10)
-    sent, _ = conn.message_too_big()
-    conn.close_failed(
-        sent, Exception("invalid close code 1009 (must be 1000 or from [3000, 4999])")
+    conn.server_delivers({"type": "websocket.receive", "bytes": b"x" * 11})
+    conn.server_refuses_code(
+        1009, Exception("invalid close code 1009 (must be 1000 or from [3000, 4999])")
     )
     record = conn.record(0)
     assert (record.code, record.requested_code) == (1011, None)
@@ -469,9 +505,9 @@ def test_a_refusal_of_closeguards_own_close_keeps_no_requested_code() -> None:
 
 def test_a_refusal_of_a_substitute_keeps_both_reasons() -> None:
     conn = opened(replace=True)
-    sent = conn.app_closes(close(1015))
+    sent = conn.app_sends(close(1015))
     assert sent == close(1011, "")
-    conn.close_failed(sent, Exception("invalid close code 1011 (must be 1000 or ...)"))
+    conn.server_refuses_code(1011, Exception("invalid close code 1011 (must be 1000 or ...)"))
     record = conn.record(0)
     assert (record.code, record.requested_code) == (1011, 1015)
     assert record.violation is not None
@@ -481,10 +517,10 @@ def test_a_refusal_of_a_substitute_keeps_both_reasons() -> None:
 
 def test_any_other_close_failure_leaves_no_code() -> None:
     conn = opened()
-    sent = conn.app_closes(close(1000))
+    sent = conn.app_sends(close(1000))
     assert sent is not None
     error = AttributeError("'WebSocketProtocol' object has no attribute 'transfer_data_task'")
-    conn.close_failed(sent, error)
+    conn.server_fails_close(sent, error)
     record = conn.record(0)
     assert record.code is None
     assert record.violation is not None
@@ -494,26 +530,15 @@ def test_any_other_close_failure_leaves_no_code() -> None:
     assert record.exception is None
 
 
-def test_a_1000_is_never_called_refused_whatever_the_error_says() -> None:
-    conn = opened()
-    sent = conn.app_closes(close(1000))
-    assert sent is not None
-    conn.close_failed(sent, Exception("invalid close code 1000"))
-    record = conn.record(0)
-    assert record.code is None
-    assert record.violation is not None
-    assert "refused" not in record.violation
-
-
 def test_a_close_interrupted_by_cancellation_has_no_known_code() -> None:
     conn = opened()
-    ending = conn.app_ended(None)
+    ending = conn.app_ends(None)
     assert ending.close == close(1000, "")
-    conn.close_interrupted()
+    conn.server_cancels()
     assert conn.state is State.TORN_DOWN
     record = conn.record(0)
     assert (record.accepted, record.code, record.initiator) == (True, None, "server")
-    assert not conn.awaits_server_report()
+    assert not conn.awaits_report
 
 
 # The record ----------------------------------------------------------------------------------
@@ -521,7 +546,7 @@ def test_a_close_interrupted_by_cancellation_has_no_known_code() -> None:
 
 def test_the_record_has_its_fields_in_order_and_the_counts_where_they_belong() -> None:
     conn = opened()
-    conn.app_closes(close(4000, "bye"))
+    conn.app_sends(close(4000, "bye"))
     conn.messages_received, conn.bytes_received = 1, 2
     conn.messages_sent, conn.bytes_sent = 3, 4
     record = conn.record(0.5)
@@ -550,7 +575,7 @@ def test_counts_default_to_nothing() -> None:
     ],
 )
 def test_the_client_is_made_text_for_the_record(client: object, shown: str | None) -> None:
-    assert client_text(client) == shown
+    assert format_client(client) == shown
     conn = Connection(connection_id="c1", path="/ws", client=client, max_message_size=None)
     assert conn.record(0).client == shown
 
@@ -572,7 +597,6 @@ def test_the_client_is_made_text_for_the_record(client: object, shown: str | Non
     ],
 )
 def test_text_is_measured_in_utf8_bytes(text: str, size: int) -> None:
-    assert utf8_size(text) == size
     assert message_size({"type": "websocket.receive", "text": text}) == size
     assert message_size({"type": "websocket.send", "text": text}) == size
 

@@ -38,10 +38,10 @@ from bench.harness import ROOT, free_port, running
 from closeguard import LOGGER_NAME, CloseRecord, WebSocketCloseMiddleware
 from closeguard.opentelemetry import (
     DURATION_BUCKETS,
-    CountOpenConnections,
+    OpenConnectionsMiddleware,
     OpenTelemetryCloseMetrics,
 )
-from closeguard.prometheus import CountOpenConnections as CountOpenPrometheus
+from closeguard.prometheus import OpenConnectionsMiddleware as CountOpenPrometheus
 from closeguard.prometheus import PrometheusCloseMetrics
 from tests.conftest import talk
 from tests.fake_server import FakeServer, websocket_scope
@@ -164,7 +164,7 @@ def close_app(
             WebSocketRoute("/hold", hold),
         ],
         middleware=[
-            Middleware(CountOpenConnections, metrics=metrics),
+            Middleware(OpenConnectionsMiddleware, metrics=metrics),
             Middleware(WebSocketCloseMiddleware, on_close=on_close or metrics.on_close),
         ],
     )
@@ -347,7 +347,7 @@ async def test_prometheus_and_opentelemetry_count_the_same_connections(
             routes=[WebSocketRoute("/hold", hold), WebSocketRoute("/boom", boom)],
             middleware=[
                 Middleware(CountOpenPrometheus, metrics=prometheus),
-                Middleware(CountOpenConnections, metrics=otel),
+                Middleware(OpenConnectionsMiddleware, metrics=otel),
                 Middleware(WebSocketCloseMiddleware, on_close=[prometheus.on_close, otel.on_close]),
             ],
         ),

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from bench.harness import ROOT, free_port
 from closeguard import WebSocketCloseMiddleware
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
+from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
 from tests.app_support import BIN_DIR, app_env, http_get, run_app
 from tests.conftest import serve, talk
 
@@ -52,7 +52,7 @@ def metrics_app(registry: CollectorRegistry) -> Starlette:
             WebSocketRoute("/hold", hold),
         ],
         middleware=[
-            Middleware(CountOpenConnections, metrics=metrics),
+            Middleware(OpenConnectionsMiddleware, metrics=metrics),
             Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
         ],
     )

@@ -54,3 +54,16 @@ def test_version_is_the_distribution_s() -> None:
 
     assert closeguard.__version__ == version("closeguard")
     assert closeguard.__version__ != "0+unknown"
+
+
+def test_open_connections_refuses_metrics_it_cannot_call() -> None:
+    """A mistake names itself at construction, not as HTTP 500 on every handshake."""
+    import pytest
+
+    from closeguard.open_connections import OpenConnectionsMiddleware
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"metrics must have connection_opened\(\)"):
+        OpenConnectionsMiddleware(app, metrics=None)  # type: ignore[arg-type]

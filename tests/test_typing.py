@@ -12,7 +12,7 @@ from quart import Quart
 from starlette.applications import Starlette
 
 from closeguard import WebSocketCloseMiddleware
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics
+from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics
 
 
 def test_every_framework_app_is_taken_as_it_is() -> None:
@@ -24,7 +24,7 @@ def test_every_framework_app_is_taken_as_it_is() -> None:
         WebSocketCloseMiddleware(ProtocolTypeRouter({"websocket": URLRouter([])})),
     ]
     metrics = PrometheusCloseMetrics(registry=None)
-    counted = CountOpenConnections(Litestar(route_handlers=[]), metrics=metrics)
+    counted = OpenConnectionsMiddleware(Litestar(route_handlers=[]), metrics=metrics)
     assert all(callable(app) for app in [*guarded, counted])
 
 

@@ -1,9 +1,6 @@
 """Prometheus and OpenTelemetry together: a counting middleware for each, both hooks in
 ``on_close``, and ``/metrics`` for Prometheus to scrape."""
 
-from closeguard import WebSocketCloseMiddleware
-from closeguard import opentelemetry as otel
-from closeguard import prometheus as prom
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -11,6 +8,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from closeguard import WebSocketCloseMiddleware
+from closeguard import opentelemetry as otel
+from closeguard import prometheus as prom
 
 registry = CollectorRegistry()  # or prometheus_client's REGISTRY, as multiprocess mode needs
 prometheus_metrics = prom.PrometheusCloseMetrics(registry=registry)
@@ -26,8 +27,8 @@ app = Starlette(
     routes=[Route("/metrics", metrics_endpoint)],
     middleware=[
         Middleware(OpenTelemetryMiddleware),
-        Middleware(prom.CountOpenConnections, metrics=prometheus_metrics),
-        Middleware(otel.CountOpenConnections, metrics=otel_metrics),
+        Middleware(prom.OpenConnectionsMiddleware, metrics=prometheus_metrics),
+        Middleware(otel.OpenConnectionsMiddleware, metrics=otel_metrics),
         Middleware(
             WebSocketCloseMiddleware,
             on_close=[prometheus_metrics.on_close, otel_metrics.on_close],

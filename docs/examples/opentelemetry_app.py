@@ -1,13 +1,14 @@
 """OpenTelemetry for any app: closes by code and initiator, durations, open connections, and
 how each WebSocket ended, on the server span of OpenTelemetry's ASGI middleware."""
 
-from closeguard import WebSocketCloseMiddleware
-from closeguard.opentelemetry import CountOpenConnections, OpenTelemetryCloseMetrics
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
+
+from closeguard import WebSocketCloseMiddleware
+from closeguard.opentelemetry import OpenConnectionsMiddleware, OpenTelemetryCloseMetrics
 
 # The global meter provider: the app's SDK setup (or `opentelemetry-instrument`) sets it.
 metrics = OpenTelemetryCloseMetrics()
@@ -23,7 +24,7 @@ app = Starlette(
     routes=[WebSocketRoute("/ws/chat", chat)],
     middleware=[
         Middleware(OpenTelemetryMiddleware),  # outermost: its span is current in on_close
-        Middleware(CountOpenConnections, metrics=metrics),
+        Middleware(OpenConnectionsMiddleware, metrics=metrics),
         Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
     ],
 )

@@ -2,17 +2,25 @@
 
 import os
 
-from closeguard import WebSocketCloseMiddleware
-from closeguard.prometheus import CountOpenConnections, PrometheusCloseMetrics, exposition
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from closeguard import WebSocketCloseMiddleware
+from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
 
 registry = CollectorRegistry()  # or prometheus_client's REGISTRY, as multiprocess mode needs
 metrics = PrometheusCloseMetrics(registry=registry)
+
+
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    async for text in websocket.iter_text():
+        await websocket.send_text(text)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -23,9 +31,9 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 app = Starlette(
-    routes=[Route("/metrics", metrics_endpoint)],
+    routes=[WebSocketRoute("/ws/echo", echo), Route("/metrics", metrics_endpoint)],
     middleware=[
-        Middleware(CountOpenConnections, metrics=metrics),  # outermost
+        Middleware(OpenConnectionsMiddleware, metrics=metrics),  # outermost
         Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
     ],
 )

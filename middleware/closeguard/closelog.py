@@ -7,11 +7,13 @@ the log record as ``extra``, so a JSON formatter writes them as they are.
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 
 from .codes import CloseCode
 from .record import CloseRecord
 
-__all__ = ["LOGGER_NAME", "MESSAGE", "level_for", "log_record", "printable"]
+__all__ = ["LOGGER_NAME", "MESSAGE", "escaped", "level_for", "log_record", "report_failure"]
 
 #: A stable name, so an app can route or silence closeguard's records in its logging config.
 LOGGER_NAME = "closeguard"
@@ -25,7 +27,7 @@ NOTABLE_CODES = frozenset(
 )
 
 
-def printable(text: str) -> str:
+def escaped(text: str) -> str:
     """``text`` with every non-printable character escaped, so no value can forge a log line.
 
     Reasons and paths come from clients; a newline or an ANSI escape in them must show up as
@@ -83,8 +85,8 @@ def log_record(
     if not logger.isEnabledFor(level):
         return
     fields = record.as_dict()
-    fields["path"] = printable(record.path)
-    fields["reason"] = printable(record.reason)
+    fields["path"] = escaped(record.path)
+    fields["reason"] = escaped(record.reason)
     logger.log(
         level,
         MESSAGE,
@@ -97,3 +99,9 @@ def log_record(
         exc_info=exc_info,
         extra=fields,
     )
+
+
+def report_failure(what: str) -> None:
+    """Tell stderr, as logging's own handleError does, when the log itself cannot be used."""
+    print(f"{what} failed:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)

@@ -13,7 +13,7 @@ from starlette.types import Message
 
 from .asgi import ASGIApplication
 
-__all__ = ["CountOpenConnections", "OpenConnectionsMetric"]
+__all__ = ["OpenConnectionsMetric", "OpenConnectionsMiddleware"]
 
 
 class OpenConnectionsMetric(Protocol):
@@ -24,7 +24,7 @@ class OpenConnectionsMetric(Protocol):
     def connection_ended(self) -> None: ...
 
 
-class CountOpenConnections:
+class OpenConnectionsMiddleware:
     """Pure ASGI: one up on ``websocket.accept``, one down at the end, for ``metrics``.
 
     Put it outside :class:`~closeguard.WebSocketCloseMiddleware`, so the end it sees comes after
@@ -33,6 +33,14 @@ class CountOpenConnections:
     """
 
     def __init__(self, app: ASGIApplication, *, metrics: OpenConnectionsMetric) -> None:
+        if not all(
+            callable(getattr(metrics, name, None))
+            for name in ("connection_opened", "connection_ended")
+        ):
+            raise TypeError(
+                "metrics must have connection_opened() and connection_ended(), such as a "
+                f"PrometheusCloseMetrics or an OpenTelemetryCloseMetrics; got {metrics!r}"
+            )
         self.app = app
         self.metrics = metrics
 

@@ -8,7 +8,7 @@ it as::
     metrics = OpenTelemetryCloseMetrics()   # the global meter provider
     app = Starlette(routes=..., middleware=[
         Middleware(OpenTelemetryMiddleware),                 # its server span, if you trace
-        Middleware(CountOpenConnections, metrics=metrics),   # sees the real end
+        Middleware(OpenConnectionsMiddleware, metrics=metrics),   # sees the real end
         Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
     ])
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from .open_connections import CountOpenConnections
+from .open_connections import OpenConnectionsMiddleware
 from .record import CloseRecord
 
 try:
@@ -34,7 +34,7 @@ except ImportError as exc:  # an optional dependency: say which extra brings it
         "install it with: pip install 'closeguard[opentelemetry]'"
     ) from exc
 
-__all__ = ["DURATION_BUCKETS", "CountOpenConnections", "OpenTelemetryCloseMetrics"]
+__all__ = ["DURATION_BUCKETS", "OpenConnectionsMiddleware", "OpenTelemetryCloseMetrics"]
 
 #: The histogram's advised bucket bounds, in seconds, the Prometheus module's own: the SDK's
 #: defaults (0 to 10,000) are made for milliseconds, and WebSocket connections live from
@@ -113,9 +113,9 @@ class OpenTelemetryCloseMetrics:
         span.set_attributes(described)
 
     def connection_opened(self) -> None:
-        """For :class:`CountOpenConnections`."""
+        """For :class:`OpenConnectionsMiddleware`."""
         self.open.add(1)
 
     def connection_ended(self) -> None:
-        """For :class:`CountOpenConnections`."""
+        """For :class:`OpenConnectionsMiddleware`."""
         self.open.add(-1)

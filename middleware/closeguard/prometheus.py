@@ -5,7 +5,7 @@ An optional integration (``pip install 'closeguard[prometheus]'``): nothing else
 
     metrics = PrometheusCloseMetrics()
     app = Starlette(routes=..., middleware=[
-        Middleware(CountOpenConnections, metrics=metrics),   # outermost: sees the real end
+        Middleware(OpenConnectionsMiddleware, metrics=metrics),   # outermost: sees the real end
         Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
     ])
 
@@ -32,10 +32,10 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
-from .open_connections import CountOpenConnections
+from .open_connections import OpenConnectionsMiddleware
 from .record import CloseRecord
 
-__all__ = ["DURATION_BUCKETS", "CountOpenConnections", "PrometheusCloseMetrics", "exposition"]
+__all__ = ["DURATION_BUCKETS", "OpenConnectionsMiddleware", "PrometheusCloseMetrics", "exposition"]
 
 #: WebSocket connections live from milliseconds (a refused handshake) to hours (a dashboard).
 DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0)
@@ -59,7 +59,7 @@ class PrometheusCloseMetrics:
         self.closes = Counter(
             "websocket_closes",
             "WebSocket connections ended, by close code ('none' when no Close frame was sent, "
-            "as for a refused handshake) and by who ended them (app, client, middleware).",
+            "as for a refused handshake) and by who ended them (app, client, middleware, server).",
             ["code", "initiator"],
             namespace=namespace,
             registry=registry,
@@ -87,11 +87,11 @@ class PrometheusCloseMetrics:
         self.duration.observe(record.duration)
 
     def connection_opened(self) -> None:
-        """For :class:`CountOpenConnections`."""
+        """For :class:`OpenConnectionsMiddleware`."""
         self.open.inc()
 
     def connection_ended(self) -> None:
-        """For :class:`CountOpenConnections`."""
+        """For :class:`OpenConnectionsMiddleware`."""
         self.open.dec()
 
 

@@ -1,0 +1,89 @@
+"""The server's ``receive`` and ``send`` as closeguard calls them: each call, then the
+:class:`Connection` told what the server did. What one server alone does is named here, at the
+boundary, so that the core stays the same for all of them."""
+
+from __future__ import annotations
+
+import anyio
+from starlette.types import Message, Receive, Send
+
+from .codes import CloseCode
+from .connection import Connection
+
+__all__ = ["Server"]
+
+#: How long to wait, after a send found the peer gone, for the server to say how the
+#: connection ended. Every server measured has queued that report by the time send raises.
+SERVER_REPORT_WAIT = 1.0
+
+
+def refuses_code(error: Exception, code: object) -> bool:
+    """Whether ``error`` is daphne's refusal of a valid close code. Its WebSocket library
+    (autobahn) sends only 1000 and 3000-4999, and raises for the rest, naming the code:
+    "invalid close code 1001 (must be 1000 or from [3000, 4999])"."""
+    return code != CloseCode.NORMAL_CLOSURE and f"close code {code}" in str(error)
+
+
+class Server:
+    """One connection's view of the server."""
+
+    __slots__ = ("conn", "error", "receive", "send_to_server")
+
+    def __init__(self, conn: Connection, receive: Receive, send: Send) -> None:
+        self.conn = conn
+        self.receive = receive
+        self.send_to_server = send
+        #: An error the server raised for a valid close, raised to it when the app is done:
+        #: daphne's own error path then closes, with 1011.
+        self.error: Exception | None = None
+
+    async def send(self, message: Message) -> None:
+        """Hand over a message the app sent, as the core answered it."""
+        if message["type"] == "websocket.close" and self.conn.close_sent:
+            await self._close(message, raise_peer_gone=True)
+            return
+        try:
+            await self.send_to_server(message)
+        except OSError:
+            self.conn.server_loses_peer(message)
+            raise
+        if message["type"] == "websocket.accept":
+            # Only now: a server may refuse an accept (a header it cannot send), and then the
+            # client gets the server's answer, not a WebSocket.
+            self.conn.server_accepts()
+
+    async def send_close(self, message: Message) -> None:
+        """Hand over closeguard's own close. A peer already gone is no error here."""
+        await self._close(message, raise_peer_gone=False)
+
+    async def _close(self, message: Message, *, raise_peer_gone: bool) -> None:
+        """A peer already gone is raised to the app only for the app's own close, as the
+        server would have; any other error is the server's, kept for when the app is done."""
+        try:
+            await self.send_to_server(message)
+        except OSError:
+            self.conn.server_loses_peer(message)
+            if raise_peer_gone:
+                raise
+        except Exception as error:
+            code = message.get("code")
+            if isinstance(code, int) and refuses_code(error, code):
+                self.conn.server_refuses_code(code, error)
+            else:
+                self.conn.server_fails_close(message, error)
+            self.error = error
+        except BaseException:
+            self.conn.server_cancels()
+            raise
+
+    async def read_report(self) -> None:
+        """Read what the server says of the end of a connection whose peer a send found gone
+        (``websocket.disconnect``): the client's close, or a lost connection."""
+        with anyio.move_on_after(SERVER_REPORT_WAIT):
+            while self.conn.awaits_report:
+                try:
+                    message = await self.receive()
+                except Exception:
+                    return  # a server that will not be asked again: the record says 1006
+                if message["type"] == "websocket.disconnect":
+                    self.conn.server_delivers(message)
