@@ -67,3 +67,21 @@ def test_open_connections_refuses_metrics_it_cannot_call() -> None:
 
     with pytest.raises(TypeError, match=r"metrics must have connection_opened\(\)"):
         OpenConnectionsMiddleware(app, metrics=None)  # type: ignore[arg-type]
+
+
+def test_importing_closeguard_registers_nothing_to_run_at_exit() -> None:
+    """A process that imports closeguard and never serves a WebSocket has nothing of
+    closeguard's to run when it exits: the exit-time writer comes with the first connection."""
+    import subprocess
+    import sys
+
+    program = (
+        "import multiprocessing.util as util\n"
+        "before = len(util._finalizer_registry)\n"
+        "import closeguard, closeguard.asgi, closeguard.prometheus\n"
+        "print(len(util._finalizer_registry) - before)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "0"
