@@ -93,7 +93,7 @@ ACCEPT = sends({"type": "websocket.accept"})
 # Pass-through -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scope_type", ["http", "lifespan"])
+@pytest.mark.parametrize("scope_type", ["http"])  # lifespan: tests/test_hooks.py
 async def test_other_scopes_reach_the_app_untouched(scope_type: str) -> None:
     seen: list[tuple[Scope, Receive, Send]] = []
 
@@ -550,7 +550,7 @@ async def test_a_hanging_async_hook_is_given_up_on_and_logged(
         await asyncio.wait_for(guarded(scope(), server.receive, server.send), timeout=5)
         gc.collect()
     [failure] = [r for r in caplog.records if "on_close hook" in r.getMessage()]
-    assert "hangs took over 0.05 s" in failure.getMessage()
+    assert "hangs was cut off after 0.05 s" in failure.getMessage()
     # The hook that never got its turn is closed, not left to warn that it was never awaited.
     assert not [w for w in seen if "never awaited" in str(w.message)]
 

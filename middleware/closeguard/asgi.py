@@ -14,7 +14,7 @@ from starlette.types import Message, Scope
 from . import unwritten
 from .closelog import LOGGER_NAME, log_record, report_failure
 from .connection import CloseInstead, Connection, Ending
-from .hooks import Hooks, OnClose
+from .hooks import Hooks, OnClose, holding_shutdown
 from .record import CloseRecord
 from .server import Server
 
@@ -98,6 +98,13 @@ class WebSocketCloseMiddleware:
         # middleware in its place; one coroutine, not a second one for WebSockets, since each
         # idle connection keeps its frames (a second one: 232 bytes, measured).
         if scope["type"] != "websocket":
+            if scope["type"] == "lifespan":  # the server's shutdown waits for running hooks
+                send = holding_shutdown(send)
+            await self.app(scope, receive, send)
+            return
+        if SCOPE_KEY in scope:
+            # closeguard mounted twice (wrapped, and again in a framework's list): the outer
+            # one has this connection, and one connection is one record and one count.
             await self.app(scope, receive, send)
             return
         try:
@@ -116,7 +123,7 @@ class WebSocketCloseMiddleware:
         # The scope is this connection's own dict (ASGI); Starlette adds its keys to it too.
         scope[SCOPE_KEY] = conn.connection_id
         server = Server(conn, receive, send)
-        unwritten.remember(conn, self.write_record_at_exit)
+        unwritten.remember(conn, self.write_record_at_exit, self.hooks)
         #: Once the core closed instead of delivering, the app hears only this disconnect.
         closed_instead: Message | None = None
 
@@ -177,12 +184,13 @@ class WebSocketCloseMiddleware:
                 if started:
                     await self.hooks.finish(record, started)
 
-    def write_record_at_exit(self, conn: Connection) -> None:
-        """Write the record of a connection the server never ended, as its process exits."""
+    def write_record_at_exit(self, conn: Connection) -> CloseRecord | None:
+        """Log the record of a connection the server never ended, as its process exits; the
+        record, for the exit to hand to the hooks once every such record is logged."""
         record = self._take_record(conn)
         if record is not None:
             self._log(record, None)
-            self.hooks.finish_without_a_loop(record, self.hooks.start(record))
+        return record
 
     def _take_record(self, conn: Connection) -> CloseRecord | None:
         if not unwritten.forget(conn):

@@ -8,6 +8,7 @@ else asks it. The same :func:`check_close` serves the strict mode (raise) and, t
 from __future__ import annotations
 
 from enum import Enum, IntEnum
+from typing import Any
 
 __all__ = [
     "MAX_REASON_BYTES",
@@ -102,6 +103,11 @@ class InvalidCloseCode(ValueError):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` holds the message alone, so the default would rebuild the error without
+        # its code: a process pool could not send it back, nor ``copy`` copy it.
+        return (type(self), (str(self), self.code), self.__dict__)
+
 
 class InvalidCloseReason(ValueError):
     """An app asked to close with a reason that is not a str of at most 123 UTF-8 bytes."""
@@ -109,6 +115,11 @@ class InvalidCloseReason(ValueError):
     def __init__(self, message: str, reason: object) -> None:
         super().__init__(message)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # ``args`` holds the message alone, so the default would rebuild the error without
+        # its reason: a process pool could not send it back, nor ``copy`` copy it.
+        return (type(self), (str(self), self.reason), self.__dict__)
 
 
 def classify(code: int) -> CodeClass:

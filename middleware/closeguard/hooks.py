@@ -1,8 +1,13 @@
 """The ``on_close`` hooks: each is given every record, and none may cost the others theirs.
 
-A hook is where users store records (a database insert, an audit queue), so it runs even while
-a shutdown cancels the connection's task; and since it runs inside the connection's task, one
-that hangs must not hold it forever.
+A hook is where users store records (a database insert, an audit queue). Plain hooks are
+called in turn; ``async`` hooks each run as a task of their own, all at once, so that one that
+hangs neither delays nor cuts off the others, and a server cancelling the connection's task
+does not cancel them. The connection waits for them at most :data:`ASYNC_HOOK_WAIT` in all:
+a hook still running then is cancelled, logged by name, and left behind, since one that
+swallows the cancellation, or waits on a thread, would otherwise hold the connection as long
+as it likes. Until then, the hooks still running are :func:`pending`, so that a server's
+shutdown can wait for them (see :func:`wait_for_pending`).
 """
 
 from __future__ import annotations
@@ -19,16 +24,28 @@ import anyio
 from .closelog import report_failure
 from .record import CloseRecord
 
-__all__ = ["ASYNC_HOOK_WAIT", "Hooks", "OnClose"]
+__all__ = [
+    "ASYNC_HOOK_WAIT",
+    "Hooks",
+    "OnClose",
+    "holding_shutdown",
+    "pending",
+    "wait_for_pending",
+]
 
 #: A hook given every record: a function, or an ``async def`` one, which closeguard awaits.
 OnClose: TypeAlias = Callable[[CloseRecord], "Awaitable[None] | None"]
 
-#: How long the connection's task waits for the ``async`` hooks of its record.
+#: How long, in all, the ``async`` hooks of one record may run before they are cut off.
 ASYNC_HOOK_WAIT = 5.0
 
 #: An ``async`` hook, and what it returned: still to be awaited.
 Started: TypeAlias = "tuple[OnClose, Awaitable[None]]"
+
+#: The runs of ``async`` hooks not yet over, each bounded by :data:`ASYNC_HOOK_WAIT`. Kept
+#: here, not only by the connection's task: a server may cancel that task and move on to its
+#: shutdown while they still run. Filled by the first record that has ``async`` hooks.
+_running: set[asyncio.Task[None]] = set()
 
 
 class Hooks:
@@ -40,12 +57,14 @@ class Hooks:
 
     def start(self, record: CloseRecord) -> list[Started]:
         """Call each hook with the record; return the ``async`` ones' awaitables, to finish.
-        A hook that raises is logged and the next one still runs."""
+        A hook that raises, whatever it raises, is logged and the next one still runs."""
         started: list[Started] = []
         for hook in self.hooks:
             try:
                 result = hook(record)
-            except Exception:
+            except (KeyboardInterrupt, SystemExit):
+                raise  # the process's, not the hook's: it is being stopped
+            except BaseException:
                 self.failed(hook, record)
                 continue
             if inspect.isawaitable(result):
@@ -53,45 +72,66 @@ class Hooks:
         return started
 
     async def finish(self, record: CloseRecord, started: list[Started]) -> None:
-        """Await what the ``async`` hooks gave back, shielded: a shutdown cancelling the task
-        must not cut them off, nor may a hook that hangs hold it forever."""
-        awaited = 0  # when the wait runs out, the hook it was on is started[awaited]
-        with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True) as waited:
-            for hook, result in started:
-                try:
-                    await result
-                except Exception:
-                    self.failed(hook, record)
-                awaited += 1
-        if waited.cancelled_caught:
-            hook, _ = started[awaited]
-            self.failed(hook, record, f"took over {ASYNC_HOOK_WAIT:g} s")
-            for _, result in started[awaited + 1 :]:  # never started: closed, they do not warn
-                if inspect.iscoroutine(result):
-                    result.close()
+        """Run the ``async`` hooks together and wait for them, at most
+        :data:`ASYNC_HOOK_WAIT`. If the connection's task is cancelled meanwhile, the hooks
+        run on (their own bound still holds) and the cancellation goes on."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # another event loop (trio): its own cancellation is reliable
+            await self._finish_in_a_task_group(record, started)
+            return
+        run = asyncio.ensure_future(self.run(record, started, ASYNC_HOOK_WAIT))
+        _running.add(run)
+        run.add_done_callback(_running.discard)
+        await asyncio.shield(run)
 
-    def finish_without_a_loop(self, record: CloseRecord, started: list[Started]) -> None:
-        """Run the ``async`` hooks' awaitables in an event loop of their own: at the process's
-        exit, where no loop runs any more."""
-        for hook, result in started:
-            coroutine = _awaited(result)
+    async def run(self, record: CloseRecord, started: list[Started], bound: float) -> None:
+        """Each awaitable in a task of its own; after ``bound`` seconds, those still running
+        are cancelled, logged as cut off, and not waited for."""
+        tasks = {asyncio.ensure_future(self._guarded(hook, record, r)): hook for hook, r in started}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=bound)
+        for task in late:
+            task.cancel()
+            self.failed(tasks[task], record, f"was cut off after {bound:g} s")
+
+    async def _guarded(self, hook: OnClose, record: CloseRecord, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise  # the process is stopping, or the loop closed and this coroutine goes with it
+        except asyncio.CancelledError:
+            # Cancelled when cut off (already logged), when the loop is torn down, or a
+            # CancelledError of the hook's own: none of them may reach anyone else.
+            pass
+        except BaseException:
+            self.failed(hook, record)
+
+    async def _finish_in_a_task_group(self, record: CloseRecord, started: list[Started]) -> None:
+        running = {hook: True for hook, _ in started}
+
+        async def one(hook: OnClose, result: Awaitable[None]) -> None:
             try:
-                asyncio.run(coroutine)
+                await result
             except Exception:
-                # Never started when a loop still runs in this thread: closed, they do not
-                # warn that they were never awaited.
-                coroutine.close()
-                if inspect.iscoroutine(result):
-                    result.close()
                 self.failed(hook, record)
+            running[hook] = False
+
+        with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True):
+            async with anyio.create_task_group() as group:
+                for hook, result in started:
+                    group.start_soon(one, hook, result)
+        for hook, still in running.items():
+            if still:
+                self.failed(hook, record, f"was cut off after {ASYNC_HOOK_WAIT:g} s")
 
     def failed(self, hook: OnClose, record: CloseRecord, how: str = "failed") -> None:
         """Log a hook's failure with its traceback (the current exception, if any)."""
-        name = getattr(hook, "__qualname__", repr(hook))
         try:
             self.logger.error(
                 "closeguard on_close hook %s %s for %s",
-                name,
+                hook_name(hook),
                 how,
                 record.connection_id,
                 exc_info=sys.exc_info()[0] is not None,
@@ -100,8 +140,33 @@ class Hooks:
             report_failure(f"closeguard: the on_close hook for {record.connection_id}")
 
 
+def pending() -> int:
+    """How many records' ``async`` hooks are still running in this process."""
+    return len(_running)
+
+
+async def wait_for_pending() -> None:
+    """Wait until every record's ``async`` hooks are over: done, or cut off at their bound.
+
+    A server's shutdown awaits this before it lets its process exit (uvicorn kills itself with
+    SIGTERM's default action right after the app's lifespan shutdown). Each run ends by
+    itself within :data:`ASYNC_HOOK_WAIT` of its start, so one such wait is the bound; runs
+    that start meanwhile (a connection ending late) are waited for within the same bound.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ASYNC_HOOK_WAIT
+    while _running and loop.time() < deadline:
+        await asyncio.wait(set(_running), timeout=deadline - loop.time())
+
+
+def hook_name(hook: object) -> str:
+    """The name a log line gives a hook: its qualified name, as ``def`` wrote it."""
+    return str(getattr(hook, "__qualname__", None) or repr(hook))
+
+
 def checked_hooks(on_close: OnClose | Sequence[OnClose] | None) -> tuple[OnClose, ...]:
-    """``on_close`` as a tuple of hooks, each checked to be callable."""
+    """``on_close`` as a tuple of hooks, each checked to be callable and to be no generator
+    function: calling one only makes a generator, so its body would never run."""
     if on_close is None:
         return ()
     hooks = (on_close,) if callable(on_close) else on_close
@@ -116,8 +181,34 @@ def checked_hooks(on_close: OnClose | Sequence[OnClose] | None) -> tuple[OnClose
                 "every on_close hook must be a function taking a CloseRecord "
                 f"(plain or async def); got {hook!r} in {on_close!r}"
             )
+        kind = _generator_kind(hook)
+        if kind is not None:
+            raise TypeError(
+                f"on_close hook {hook_name(hook)} is {kind} function: calling it only makes "
+                "a generator and its body never runs; use a plain or async def function "
+                "(return instead of yield)"
+            )
     return tuple(hooks)
 
 
-async def _awaited(result: Awaitable[Any]) -> None:
-    await result
+def _generator_kind(hook: object) -> str | None:
+    """Whether ``hook`` (or, for an object, its ``__call__``) is a generator function."""
+    for function in (hook, type(hook).__call__):
+        if inspect.isasyncgenfunction(function):
+            return "an async generator"
+        if inspect.isgeneratorfunction(function):
+            return "a generator"
+    return None
+
+
+def holding_shutdown(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """A lifespan ``send`` that holds the app's word that its shutdown is over until the
+    hooks still running are over too (:func:`wait_for_pending`): a server exits right after
+    it (uvicorn re-raises SIGTERM), and would cut them off."""
+
+    async def send_when_hooks_are_over(message: Any) -> None:
+        if str(message.get("type", "")).startswith("lifespan.shutdown."):
+            await wait_for_pending()
+        await send(message)
+
+    return send_when_hooks_are_over

@@ -1,25 +1,48 @@
 """Connections whose record is not yet written, so that a process's exit writes them.
 
 A server that exits without ending its app tasks (daphne at SIGTERM, granian's workers at
-times) would otherwise leave those connections unrecorded.
+times) would otherwise leave those connections unrecorded. At the exit every such record is
+logged first, all of them, since a log line costs nothing and a hook may cost anything; then
+their hooks run: the plain ones in turn, the ``async`` ones all together in one event loop,
+with one bound for all of them, :data:`EXIT_HOOK_WAIT`. A hook still running then is
+cancelled, logged by name, and left behind, so the process exits within that bound whatever
+the hooks do (hang, swallow the cancellation, wait on a thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing.util
+import threading
 from collections.abc import Callable
 
 from .connection import Connection
+from .hooks import Hooks
+from .record import CloseRecord
 
-__all__ = ["forget", "remember"]
+__all__ = ["EXIT_HOOK_WAIT", "forget", "remember"]
+
+#: How long the ``async`` hooks of every record written at a process's exit may run, in all.
+#: Within a container's usual 10 s between SIGTERM and SIGKILL, with room for the server's own.
+EXIT_HOOK_WAIT = 5.0
+
+#: After the bound, how long the hooks cut off are given to take their cancellation: those
+#: that do end cleanly, and only the ones that will not are left pending.
+CANCEL_SETTLE = 0.1
+
+#: What logs a connection's record at exit (None: it was written already), and its hooks.
+Writer = tuple[Callable[[Connection], "CloseRecord | None"], Hooks]
 
 #: Each unwritten connection, with what writes its record at exit.
-_unwritten: dict[Connection, Callable[[Connection], None]] = {}
+_unwritten: dict[Connection, Writer] = {}
 _finalizer: multiprocessing.util.Finalize | None = None
 
 
-def remember(conn: Connection, write_at_exit: Callable[[Connection], None]) -> None:
-    """Keep ``conn`` until :func:`forget`; at the process's exit, ``write_at_exit(conn)``."""
+def remember(
+    conn: Connection, log_at_exit: Callable[[Connection], CloseRecord | None], hooks: Hooks
+) -> None:
+    """Keep ``conn`` until :func:`forget`; at the process's exit, ``log_at_exit(conn)``, then
+    ``hooks`` with the record it returns."""
     global _finalizer
     if _finalizer is None:
         # A multiprocessing finalizer, not atexit: it runs at a normal exit too
@@ -28,7 +51,7 @@ def remember(conn: Connection, write_at_exit: Callable[[Connection], None]) -> N
         # Registered with the first connection, so a process that never serves a WebSocket
         # has nothing to run.
         _finalizer = multiprocessing.util.Finalize(None, _write_all, exitpriority=0)
-    _unwritten[conn] = write_at_exit
+    _unwritten[conn] = (log_at_exit, hooks)
 
 
 def forget(conn: Connection) -> bool:
@@ -37,6 +60,47 @@ def forget(conn: Connection) -> bool:
 
 
 def _write_all() -> None:
-    for conn, write_at_exit in list(_unwritten.items()):
+    """Log every unwritten record, then run their hooks within :data:`EXIT_HOOK_WAIT`."""
+    written: list[tuple[Hooks, CloseRecord]] = []
+    for conn, (log_at_exit, hooks) in list(_unwritten.items()):
         conn.process_exits()
-        write_at_exit(conn)
+        record = log_at_exit(conn)
+        if record is not None and hooks.hooks:
+            written.append((hooks, record))
+    if not written:
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # as at a process's exit: no loop runs in this thread
+        run_hooks(written, EXIT_HOOK_WAIT)
+        return
+    # A loop still runs in this thread (a finalizer called from inside it): the hooks get a
+    # thread of their own, and this one waits for it within the same bound.
+    thread = threading.Thread(target=run_hooks, args=(written, EXIT_HOOK_WAIT), daemon=True)
+    thread.start()
+    thread.join(EXIT_HOOK_WAIT + 2 * CANCEL_SETTLE)
+
+
+def run_hooks(written: list[tuple[Hooks, CloseRecord]], bound: float) -> None:
+    """The hooks of every record in ``written``, in one new event loop, for at most ``bound``
+    seconds in all (and :data:`CANCEL_SETTLE` for the cancellations to land)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_run_all(written, bound))
+        leftover = asyncio.all_tasks(loop)
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_SETTLE))
+    finally:
+        # Tasks that would not end stay pending: closing the loop does not wait for them.
+        loop.close()
+
+
+async def _run_all(written: list[tuple[Hooks, CloseRecord]], bound: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound
+    runs = []
+    for hooks, record in written:
+        started = hooks.start(record)  # the plain hooks run here, in turn
+        if started:
+            runs.append(hooks.run(record, started, max(0.0, deadline - loop.time())))
+    await asyncio.gather(*runs)
