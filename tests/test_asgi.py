@@ -787,7 +787,9 @@ async def settle(until: Callable[[], bool]) -> None:
     raise AssertionError("the connection never got there")
 
 
-async def test_a_cancelled_receive_leaves_one_record_then_propagates() -> None:
+async def test_a_cancelled_receive_sends_1012_leaves_one_record_then_propagates() -> None:
+    """A server tearing the task down (hypercorn after its graceful timeout) would leave the
+    client a 1011 or nothing: closeguard sends 1012, which clients retry."""
     records: list[CloseRecord] = []
     server = FakeServer(idle="wait")  # a quiet client: the app's receive waits
     guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
@@ -796,10 +798,41 @@ async def test_a_cancelled_receive_leaves_one_record_then_propagates() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert server.closes == []
+    assert server.closes == [(1012, "server shutdown")]
+    [record] = records
+    assert (record.accepted, record.code, record.initiator) == (True, 1012, "server")
+    assert record.exception is None
+
+
+async def test_the_teardown_close_is_given_up_on_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server whose send hangs during its shutdown does not hold the task: the record then
+    says no Close frame is known to have gone out."""
+    monkeypatch.setattr("closeguard.asgi.TEARDOWN_CLOSE_WAIT", 0.05)
+    records: list[CloseRecord] = []
+    accepted = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        if message["type"] == "websocket.close":
+            await asyncio.Event().wait()  # never returns
+        accepted.set()
+
+    async def receive() -> Message:
+        if not accepted.is_set():
+            return {"type": "websocket.connect"}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
+    task = asyncio.ensure_future(guarded(scope(), receive, send))
+    await asyncio.wait_for(accepted.wait(), 5)
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
     [record] = records
     assert (record.accepted, record.code, record.initiator) == (True, None, "server")
-    assert record.exception is None
 
 
 async def test_a_task_cancelled_before_accept_leaves_one_record() -> None:

@@ -126,8 +126,9 @@ SHUTDOWN: dict[str, tuple[int | str | None, int | None, str]] = {
     "uvicorn-websockets": (1012, 1012, "server"),
     "uvicorn-websockets-sansio": (1012, 1012, "server"),
     "uvicorn-wsproto": (1012, 1012, "server"),
-    # hypercorn cancels the app's task after its graceful timeout, then sends 1011 itself.
-    "hypercorn": (1011, None, "server"),
+    # hypercorn cancels the app's task after its graceful timeout (and would send 1011 then):
+    # closeguard sends 1012 first, a code clients retry.
+    "hypercorn": (1012, 1012, "server"),
     # daphne stops at once: no Close frame; the records are written as the process exits.
     "daphne": (None, None, "server"),
     # granian drops the connections and tells the app 1005, as for a client that left; when its

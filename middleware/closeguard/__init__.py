@@ -24,6 +24,7 @@ from .codes import (
     truncate_utf8,
 )
 from .connection import CloseAlreadySent
+from .drain import draining, start_drain
 from .record import CloseRecord, Initiator
 
 try:
@@ -48,7 +49,9 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "classify",
     "connection_id",
     "describe",
+    "draining",
     "name_of",
+    "start_drain",
     "substitute_close",
     "truncate_utf8",
 ]

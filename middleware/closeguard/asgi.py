@@ -3,18 +3,21 @@ what it answers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
+import anyio
 from starlette.types import Message, Scope
 
-from . import unwritten
+from . import drain, unwritten
 from .closelog import LOGGER_NAME, log_record, report_failure
 from .connection import CloseInstead, Connection, Ending
-from .hooks import Hooks, OnClose, holding_shutdown
+from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .record import CloseRecord
 from .server import Server
 
@@ -31,6 +34,13 @@ MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
+
+#: The longest drain window one may set: an hour is past any deploy's grace period.
+MAX_DRAIN_WINDOW = 3600.0
+
+#: How long a close may take while the server tears the task down (a cancellation): the
+#: client should get a code it retries, but a shutdown must not wait on it.
+TEARDOWN_CLOSE_WAIT = 1.0
 
 #: The largest limit one may set: any larger is no limit in practice, and the 1009 reason
 #: naming it must still fit in 123 bytes.
@@ -62,6 +72,8 @@ class WebSocketCloseMiddleware:
         invalid_close: Literal["raise", "replace"] = "raise",
         reraise: bool = True,
         logger: logging.Logger | None = None,
+        drain_window: float = 10.0,
+        drain_file: str | os.PathLike[str] | None = None,
     ) -> None:
         # Each option is checked here, where a mistake names itself, rather than at the end
         # of every connection, where it would cost the records.
@@ -74,6 +86,15 @@ class WebSocketCloseMiddleware:
                 f"max_message_size must be {LIMIT_RULE}, a callable scope -> int | None, "
                 f"or None for no limit; got {max_message_size!r}"
             )
+        if isinstance(drain_window, bool) or not (
+            isinstance(drain_window, (int, float)) and 0 <= drain_window <= MAX_DRAIN_WINDOW
+        ):
+            raise ValueError(
+                f"drain_window must be a number of seconds from 0 to {MAX_DRAIN_WINDOW}, "
+                f"got {drain_window!r}"
+            )
+        if drain_file is not None and not isinstance(drain_file, (str, os.PathLike)):
+            raise TypeError(f"drain_file must be a path (str or os.PathLike), got {drain_file!r}")
         if not isinstance(reraise, bool):
             raise TypeError(f"reraise must be True or False, got {reraise!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
@@ -87,6 +108,8 @@ class WebSocketCloseMiddleware:
         self.reraise = reraise
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.hooks = Hooks(on_close, self.logger)
+        self.drain_window = float(drain_window)
+        self.drain_file = None if drain_file is None else os.fspath(drain_file)
 
     @property
     def on_close(self) -> tuple[OnClose, ...]:
@@ -124,21 +147,25 @@ class WebSocketCloseMiddleware:
         scope[SCOPE_KEY] = conn.connection_id
         server = Server(conn, receive, send)
         unwritten.remember(conn, self.write_record_at_exit, self.hooks)
-        #: Once the core closed instead of delivering, the app hears only this disconnect.
-        closed_instead: Message | None = None
+        if self.drain_file is not None:
+            drain.watch_file(self.drain_file)
+        if drain.draining():
+            try:
+                await drain.refuse(server, scope, self.drain_window)
+            finally:
+                await self._end(server, conn.app_ends(None), None)
+            return
 
         async def guarded_receive() -> Message:
-            nonlocal closed_instead
-            while closed_instead is None:
+            while conn.app_disconnect is None:
                 message: Message = await receive()
                 answer = conn.server_delivers(message)
                 if answer is message:
                     return message
                 if isinstance(answer, CloseInstead):
                     await server.send_close(answer.close)
-                    closed_instead = answer.disconnect
-                # None: data after a close went out; read on, to the server's disconnect.
-            return closed_instead
+                # None: what arrived after a close went out; read on.
+            return conn.app_disconnect
 
         async def guarded_send(message: Message) -> None:
             if conn.app_sends_data(message):
@@ -152,16 +179,19 @@ class WebSocketCloseMiddleware:
             if outgoing is not None:
                 await server.send(outgoing)
 
+        drain.opened(server, self.drain_window)
         try:
             if bad_limit is not None:
                 raise bad_limit
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
+            drain.closed(server)
             ending = conn.app_ends(exc)
             await self._end(server, ending, exc)
             if ending.reraise:
                 raise
         else:
+            drain.closed(server)
             await self._end(server, conn.app_ends(None), None)
         if server.error is not None:
             # A close the server would not send (daphne): its own error path closes, with 1011.
@@ -169,12 +199,30 @@ class WebSocketCloseMiddleware:
 
     async def _end(self, server: Server, ending: Ending, exc: BaseException | None) -> None:
         """Send closeguard's close if one is due, then write the one record, whatever
-        happens meanwhile: a cancellation still leaves its record, then goes on."""
+        happens meanwhile: a cancellation still leaves its record, then goes on.
+
+        While the server tears the task down, that goes on in a task of its own, bounded by
+        :data:`TEARDOWN_CLOSE_WAIT`, which the server's shutdown waits for as it waits for
+        hooks (:func:`~closeguard.hooks.holding_shutdown`): uvicorn exits right after it.
+        """
+        if ending.shielded and under_asyncio():
+            teardown = asyncio.ensure_future(self._close_and_record(server, ending, exc))
+            keep_until_over(teardown)
+            await asyncio.shield(teardown)
+            return
+        await self._close_and_record(server, ending, exc)
+
+    async def _close_and_record(
+        self, server: Server, ending: Ending, exc: BaseException | None
+    ) -> None:
         try:
-            if ending.close is not None:
-                await server.send_close(ending.close)
-            if server.conn.awaits_report:
-                await server.read_report()
+            with anyio.move_on_after(
+                TEARDOWN_CLOSE_WAIT if ending.shielded else math.inf, shield=ending.shielded
+            ):
+                if ending.close is not None:
+                    await server.send_close(ending.close)
+                if server.conn.awaits_report:
+                    await server.read_report()
         finally:
             # None when the process's exit wrote it already.
             record = self._take_record(server.conn)

@@ -40,6 +40,11 @@ __all__ = [
     "message_size",
 ]
 
+#: The reasons closeguard puts on its closes during a drain, and when the server tears down a
+#: connection still open: short tokens a client program can match.
+DRAINING_REASON = "draining"
+SHUTDOWN_REASON = "server shutdown"
+
 #: The reason closeguard puts on a 1011. Exception text never goes on the wire: it may hold
 #: secrets, and the client cannot act on it anyway.
 INTERNAL_ERROR_REASON = "internal error"
@@ -85,6 +90,9 @@ class Ending(NamedTuple):
     reraise: bool = False
     #: Whether the record carries the exception's traceback: only when nobody else will log it.
     log_traceback: bool = False
+    #: Whether the server is tearing the task down: the close must go out shielded from the
+    #: cancellation, within a bound, or not at all.
+    shielded: bool = False
 
 
 class CloseInstead(NamedTuple):
@@ -147,6 +155,7 @@ class Connection:
 
     __slots__ = (
         "accepted",
+        "app_disconnect",
         "bytes_received",
         "bytes_sent",
         "client",
@@ -202,6 +211,9 @@ class Connection:
         self.messages_received = 0
         self.bytes_received = 0
         self.messages_sent = 0
+        #: Once closeguard closed (1009, a drain), what the app hears in place of anything the
+        #: server delivers after: the same disconnect, on every receive.
+        self.app_disconnect: Message | None = None
         self.bytes_sent = 0
 
     # What the app sends ------------------------------------------------------------------
@@ -296,9 +308,14 @@ class Connection:
 
         The message itself, counted when it is data; a :class:`CloseInstead` (1009 naming the
         limit) for data over ``max_message_size``, which the app must never see; or None for
-        such data arriving after a close was sent: read on, to the disconnect.
+        what arrives once closeguard closed, and for data over the limit after the app's close:
+        the app hears :attr:`app_disconnect`, or the server's own disconnect, instead.
         """
         kind = message["type"]
+        if self.app_disconnect is not None:
+            if kind == "websocket.disconnect":
+                self._server_disconnects(message)
+            return None
         if kind == "websocket.receive":
             size = message_size(message)
             limit = self.max_message_size
@@ -309,8 +326,7 @@ class Connection:
             if self.state is not State.OPEN:
                 return None
             reason = f"message exceeds the limit of {limit} bytes"
-            close = self._close(CloseCode.MESSAGE_TOO_BIG, reason)
-            return CloseInstead(close, {**close, "type": "websocket.disconnect"})
+            return self._close_instead(CloseCode.MESSAGE_TOO_BIG, reason)
         if kind == "websocket.disconnect":
             self._server_disconnects(message)
         return message
@@ -385,6 +401,37 @@ class Connection:
         self.state = State.TORN_DOWN
         self._ended(None, "", "server")
 
+    def server_refuses_code_with_fallback(self, code: int, error: Exception) -> Message:
+        """The server would not send closeguard's own close ``code`` (daphne: 1001-1014); the
+        same reason goes out with 1000, the one code below 3000 it sends. Returns that close."""
+        self._note(f"the server refused to send close code {code} ({error}); sent 1000 instead")
+        self.code = int(CloseCode.NORMAL_CLOSURE)
+        return close_message(CloseCode.NORMAL_CLOSURE, self.reason)
+
+    # What the process and closeguard itself decide -----------------------------------------
+
+    def process_drains(self) -> CloseInstead | None:
+        """The process is draining: an open connection is closed with 1012 (Service Restart,
+        which every code-aware client retries), and the app hears the same. None when the
+        connection is not open: it ends on its own."""
+        if self.state is not State.OPEN:
+            return None
+        return self._close_instead(CloseCode.SERVICE_RESTART, DRAINING_REASON)
+
+    def middleware_denies(self, status: int, reason: str) -> None:
+        """closeguard answered the handshake with its own HTTP response (503 during a drain),
+        before the app ran."""
+        self.state = State.REFUSED
+        self.http_status = status
+        self._ended(None, reason, "middleware")
+
+    def middleware_refuses_after_accept(self, reason: str) -> CloseInstead | None:
+        """Where the server cannot answer a handshake with HTTP, closeguard accepted it and
+        closes at once with 1013 (Try Again Later), before the app ran."""
+        if self.state is not State.OPEN:
+            return None
+        return self._close_instead(CloseCode.TRY_AGAIN_LATER, reason)
+
     def process_exits(self) -> None:
         """The process is exiting and the app's task never ended: the server stopped without
         ending it (daphne at SIGTERM). Whatever the server did to the wire is unknown."""
@@ -403,14 +450,24 @@ class Connection:
             return Ending()
         if not isinstance(exc, Exception):
             # CancelledError, KeyboardInterrupt, SystemExit: the server (or the process) is
-            # tearing the task down. No close is ours to await, and the exception goes on.
-            if state in (State.OPEN, State.CONNECTING):
+            # tearing the task down, and the exception goes on. An open connection still gets
+            # a code clients retry (hypercorn would send 1011, daphne and granian nothing).
+            if state is State.OPEN:
+                restart = self._close(CloseCode.SERVICE_RESTART, SHUTDOWN_REASON, "server")
+                return Ending(close=restart, reraise=True, shielded=True)
+            if state is State.CONNECTING:
                 self.state = State.TORN_DOWN
                 self._ended(None, "", "server")
             return Ending(reraise=True)
         leaves = leaf_exceptions(exc)
         if state in ENDED_STATES and all(isinstance(e, ORDINARY_END_EXCEPTIONS) for e in leaves):
             return Ending()  # the usual end of a Starlette endpoint whose peer left
+        if state is State.CLOSED_BY_MIDDLEWARE and all(
+            isinstance(e, (*ORDINARY_END_EXCEPTIONS, CloseAlreadySent)) for e in leaves
+        ):
+            # An app that sent after closeguard closed (a drain, a 1009) before reading the
+            # disconnect: it was cut off, as by a client that left, and did nothing wrong.
+            return Ending()
         # A group of one is that one exception, as the traceback a reader opens would say.
         self.exception = qualified_name(leaves[0] if len(leaves) == 1 else exc)
         # Before accept no close can reach the client: the server answers (HTTP 500).
@@ -421,11 +478,17 @@ class Connection:
         )
         return Ending(close=close, reraise=self.reraise, log_traceback=not self.reraise)
 
-    def _close(self, code: CloseCode, reason: str) -> Message:
+    def _close(self, code: CloseCode, reason: str, initiator: Initiator = "middleware") -> Message:
         """closeguard's own close, decided: the state says so before it is handed over."""
         self.state = State.CLOSED_BY_MIDDLEWARE
-        self._ended(code, reason, "middleware")
+        self._ended(code, reason, initiator)
         return close_message(code, reason)
+
+    def _close_instead(self, code: CloseCode, reason: str) -> CloseInstead:
+        """closeguard closes, and the app hears the same close as a disconnect from now on."""
+        close = self._close(code, reason)
+        self.app_disconnect = {**close, "type": "websocket.disconnect"}
+        return CloseInstead(close, self.app_disconnect)
 
     # The record ---------------------------------------------------------------------------
 

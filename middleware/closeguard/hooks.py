@@ -85,13 +85,24 @@ class Hooks:
         run.add_done_callback(_running.discard)
         await asyncio.shield(run)
 
-    async def run(self, record: CloseRecord, started: list[Started], bound: float) -> None:
-        """Each awaitable in a task of its own; after ``bound`` seconds, those still running
-        are cancelled, logged as cut off, and not waited for."""
+    async def run(
+        self,
+        record: CloseRecord,
+        started: list[Started],
+        bound: float,
+        deadline: float | None = None,
+    ) -> None:
+        """Each awaitable in a task of its own; after ``bound`` seconds (or at ``deadline``, on
+        the loop's clock, when the bound is shared), those still running are cancelled, logged
+        as cut off, and not waited for."""
         tasks = {asyncio.ensure_future(self._guarded(hook, record, r)): hook for hook, r in started}
         if not tasks:
             return
-        _, late = await asyncio.wait(tasks, timeout=bound)
+        if deadline is not None:
+            wait = max(0.0, deadline - asyncio.get_running_loop().time())
+        else:
+            wait = bound
+        _, late = await asyncio.wait(tasks, timeout=wait)
         for task in late:
             task.cancel()
             self.failed(tasks[task], record, f"was cut off after {bound:g} s")
@@ -138,6 +149,22 @@ class Hooks:
             )
         except Exception:
             report_failure(f"closeguard: the on_close hook for {record.connection_id}")
+
+
+def under_asyncio() -> bool:
+    """Whether an asyncio event loop runs this code (under trio, none does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def keep_until_over(task: asyncio.Task[None]) -> None:
+    """Count ``task``, a connection's ending still under way (its close during a server's
+    teardown), among what a server's shutdown waits for, as a run of hooks is."""
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 
 def pending() -> int:

@@ -52,11 +52,15 @@ class Server:
             # client gets the server's answer, not a WebSocket.
             self.conn.server_accepts()
 
-    async def send_close(self, message: Message) -> None:
-        """Hand over closeguard's own close. A peer already gone is no error here."""
-        await self._close(message, raise_peer_gone=False)
+    async def send_close(self, message: Message, *, fallback: bool = False) -> None:
+        """Hand over closeguard's own close. A peer already gone is no error here. With
+        ``fallback``, a code the server refuses goes out as 1000 with the same reason (a
+        drain's 1012 under daphne), rather than as the server's own 1011."""
+        await self._close(message, raise_peer_gone=False, fallback=fallback)
 
-    async def _close(self, message: Message, *, raise_peer_gone: bool) -> None:
+    async def _close(
+        self, message: Message, *, raise_peer_gone: bool, fallback: bool = False
+    ) -> None:
         """A peer already gone is raised to the app only for the app's own close, as the
         server would have; any other error is the server's, kept for when the app is done."""
         try:
@@ -67,6 +71,10 @@ class Server:
                 raise
         except Exception as error:
             code = message.get("code")
+            if fallback and isinstance(code, int) and refuses_code(error, code):
+                substitute = self.conn.server_refuses_code_with_fallback(code, error)
+                await self._close(substitute, raise_peer_gone=False)
+                return
             if isinstance(code, int) and refuses_code(error, code):
                 self.conn.server_refuses_code(code, error)
             else:
