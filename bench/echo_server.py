@@ -82,7 +82,9 @@ def fields_line_app(log_file: str | None) -> Any:
     return app
 
 
-def build_app(variant: str, log_file: str | None) -> Any:
+def build_app(
+    variant: str, log_file: str | None, drain_file: str | None = None, drain_window: float = 10.0
+) -> Any:
     if variant == "bare":
         return bench_app
     if variant == "reference":
@@ -93,7 +95,7 @@ def build_app(variant: str, log_file: str | None) -> Any:
 
     quiet = variant == "closeguard-quiet"
     logger_to(LOGGER_NAME, log_file, logging.WARNING if quiet else logging.INFO)
-    return WebSocketCloseMiddleware(bench_app)
+    return WebSocketCloseMiddleware(bench_app, drain_file=drain_file, drain_window=drain_window)
 
 
 def main() -> None:
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument("--drain-file", default=None, help="closeguard drains when it appears")
+    parser.add_argument("--drain-window", type=float, default=10.0)
     parser.add_argument("--cpu", type=int, default=None, help="pin the server to this core")
     args = parser.parse_args()
     if args.cpu is not None:
@@ -110,7 +114,7 @@ def main() -> None:
     raise_fd_limit()
     if args.tracemalloc:
         tracemalloc.start(1)
-    app = build_app(args.variant, args.log_file)
+    app = build_app(args.variant, args.log_file, args.drain_file, args.drain_window)
     # IPPROTO_TCP, as uvicorn's own bind gets it from getaddrinfo: asyncio only sets
     # TCP_NODELAY on accepted sockets whose proto says TCP (else Nagle adds 40 ms stalls).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import time
 import urllib.error
 import urllib.request
@@ -15,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from closeguard import CloseRecord, WebSocketCloseMiddleware, drain
+from tests.fake_server import FakeServer, websocket_scope
 from tests.servers import SERVERS, RunningServer, limited, refuses, run_server
 
 APP = "tests.drain_app:app"
@@ -155,3 +160,59 @@ async def test_a_drain_closes_every_client_with_1012_spread_over_the_window(
     server.process.terminate()
     server.process.wait(timeout=15)
     assert len(server.log_lines()) == before
+
+
+# In process: the options, and what looking for the file costs ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"drain_window": -1}, ValueError, "drain_window must be a number of seconds from 0"),
+        ({"drain_window": True}, ValueError, "drain_window must be a number"),
+        ({"drain_window": "10"}, ValueError, "got '10'"),
+        ({"drain_file": 3}, TypeError, "drain_file must be a path"),
+    ],
+)
+def test_drain_options_name_themselves(
+    options: dict[str, object], error: type[Exception], words: str
+) -> None:
+    async def app(scope: object, receive: object, send: object) -> None:
+        pass
+
+    with pytest.raises(error, match=words):
+        WebSocketCloseMiddleware(app, **options)  # type: ignore[arg-type]
+
+
+async def test_the_drain_file_is_looked_for_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A burst of handshakes costs one ``stat``, not one each; no drain starts without the
+    file, and nothing else changes for the connections."""
+    looked: list[str] = []
+    drain_file = str(tmp_path / "drain")
+    real_exists = os.path.exists
+
+    def exists(path: str) -> bool:
+        if path == drain_file:
+            looked.append(path)
+        return real_exists(path)
+
+    monkeypatch.setattr(os.path, "exists", exists)
+    monkeypatch.setattr(drain, "_files_checked", -math.inf)
+    records: list[CloseRecord] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+
+    guarded = WebSocketCloseMiddleware(app, drain_file=tmp_path / "drain", on_close=records.append)
+    started = time.monotonic()
+    for _ in range(50):
+        server = FakeServer()
+        await guarded(websocket_scope(), server.receive, server.send)
+    assert time.monotonic() - started < drain.FILE_CHECK_INTERVAL
+    assert looked == [drain_file]
+    assert not drain.draining()
+    assert [record.code for record in records] == [1000] * 50
