@@ -6,6 +6,8 @@ many apps as they like; :mod:`app.main` builds the one a server runs.
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
@@ -16,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id
+from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id, draining
 from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
 
 from . import page
@@ -60,7 +62,21 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
         return page.page(settings)
 
     async def healthz(request: Request) -> JSONResponse:
+        """Liveness: the process answers. A draining process is alive; restarting it would
+        cut the connections the drain is spreading out."""
         return JSONResponse({"status": "ok"})
+
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: 503 while draining, so that the Service sends no new client here.
+
+        The drain file is looked at too: a worker with no WebSocket open looks for it only at
+        its next handshake, and the probe may reach that worker first. (A plain function:
+        Starlette runs it in a thread, where a ``stat`` blocks nothing.)
+        """
+        drain_file = settings.drain_file
+        if draining() or (drain_file is not None and os.path.exists(drain_file)):
+            return JSONResponse({"status": "draining"}, 503)
+        return JSONResponse({"status": "ready"})
 
     async def metrics_text(request: Request) -> Response:
         body, content_type = exposition(
@@ -84,6 +100,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics_text),
         Route("/closes", close_record_by_nonce),
         Route("/closes/{connection_id}", close_record),
@@ -100,6 +117,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
                 WebSocketCloseMiddleware,
                 max_message_size=settings.max_message_size,
                 on_close=on_close,
+                drain_window=settings.drain_window,
+                drain_file=settings.drain_file,
             ),
             Middleware(RememberNonce, store=store),
         ],

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app import settings as app_settings
 from bench.harness import ROOT, free_port
@@ -74,6 +76,7 @@ def test_settings_defaults_are_the_middlewares() -> None:
     assert settings.max_message_size == 1_048_576
     assert (settings.log_format, settings.log_level) == ("json", "INFO")
     assert settings.prometheus_multiproc_dir is None
+    assert (settings.drain_file, settings.drain_window) == (None, 10.0)
 
 
 def test_settings_read_every_variable(tmp_path: Path) -> None:
@@ -83,9 +86,13 @@ def test_settings_read_every_variable(tmp_path: Path) -> None:
             "CLOSEGUARD_LOG_FORMAT": "TEXT",
             "CLOSEGUARD_LOG_LEVEL": "warning",
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+            "CLOSEGUARD_DRAIN_FILE": str(tmp_path / "drain"),
+            "CLOSEGUARD_DRAIN_WINDOW": "2.5",
         }
     )
-    assert settings == app_settings.Settings(2048, "text", "WARNING", str(tmp_path))
+    assert settings == app_settings.Settings(
+        2048, "text", "WARNING", str(tmp_path), str(tmp_path / "drain"), 2.5
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,6 +128,25 @@ def test_settings_read_every_variable(tmp_path: Path) -> None:
             "use an existing, writable, empty directory (one per server), or unset it to run "
             "one process",
         ),
+        (
+            "CLOSEGUARD_DRAIN_FILE",
+            "/nonexistent/closeguard/drain",
+            "closeguard: CLOSEGUARD_DRAIN_FILE='/nonexistent/closeguard/drain' is not allowed: "
+            "use a file path in an existing directory (the file itself need not exist; its "
+            "appearance starts the drain)",
+        ),
+        (
+            "CLOSEGUARD_DRAIN_WINDOW",
+            "10s",
+            "closeguard: CLOSEGUARD_DRAIN_WINDOW='10s' is not allowed: use a number of seconds "
+            "from 0 to 3600, e.g. 10",
+        ),
+        (
+            "CLOSEGUARD_DRAIN_WINDOW",
+            "-1",
+            "closeguard: CLOSEGUARD_DRAIN_WINDOW='-1' is not allowed: use a number of seconds "
+            "from 0 to 3600, e.g. 10",
+        ),
     ],
 )
 @pytest.mark.parametrize("how", ["python -m app", "uvicorn app.main:app"])
@@ -152,6 +178,10 @@ def test_a_bad_setting_stops_the_process_with_one_line(
 
 def test_healthz(service: AppProcess) -> None:
     assert http_get(f"{service.http}/healthz") == (200, "application/json", '{"status":"ok"}')
+
+
+def test_readyz_without_a_drain(service: AppProcess) -> None:
+    assert http_get(f"{service.http}/readyz") == (200, "application/json", '{"status":"ready"}')
 
 
 def test_the_page_carries_the_limit_and_the_code_names(service: AppProcess) -> None:
@@ -327,3 +357,61 @@ async def test_metrics_count_the_closes_this_service_made(service: AppProcess) -
     await talk(f"{service.ws}/ws/close?code=4999&reason=counted")
     text = scrape_until(service, counted, "closeguard_websocket_open_connections 0.0")
     assert "closeguard_websocket_connection_duration_seconds_count" in text
+
+
+# A drain -------------------------------------------------------------------------------------
+
+DRAIN_WINDOW = 1.5
+
+
+async def test_the_drain_file_drains_the_service_and_fails_readiness(tmp_path: Path) -> None:
+    """The preStop sequence against ``python -m app``: touch CLOSEGUARD_DRAIN_FILE, and the
+    open clients get 1012 over CLOSEGUARD_DRAIN_WINDOW, a new one gets 503, /readyz says 503
+    while /healthz stays 200, and SIGTERM then finds nothing open."""
+    port = free_port()
+    drain_file = tmp_path / "drain"
+    env = app_env(CLOSEGUARD_DRAIN_FILE=str(drain_file), CLOSEGUARD_DRAIN_WINDOW=str(DRAIN_WINDOW))
+    with run_app(python_m_app(port), port, tmp_path / "out.log", env) as running:
+        nonces = [uuid.uuid4().hex for _ in range(4)]
+        clients = [await connect(f"{running.ws}/ws/echo?nonce={nonce}") for nonce in nonces]
+        for client in clients:
+            await client.send("hi")
+            assert await asyncio.wait_for(client.recv(), 5) == "hi"
+        assert http_get(f"{running.http}/readyz")[0] == 200
+
+        drain_file.touch()
+        started = time.monotonic()
+        # Not ready from the moment the file exists; alive all along.
+        assert http_get(f"{running.http}/readyz") == (
+            503, "application/json", '{"status":"draining"}'
+        )  # fmt: skip
+        ends = []
+        for client in clients:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(client.recv(), DRAIN_WINDOW + 5)
+            assert client.protocol.close_rcvd is not None
+            ends.append((client.protocol.close_rcvd.code, client.protocol.close_rcvd.reason))
+        took = time.monotonic() - started
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(f"{running.ws}/ws/echo", open_timeout=5)
+        assert http_get(f"{running.http}/healthz")[0] == 200
+        records = [close_record(running, nonce) for nonce in nonces]
+        # Refused before the app ran, so the service never saw its nonce: found in the log.
+        refusal = running.wait_for_log(lambda line: line.get("http_status") == 503)
+        before = len(running.close_records("/ws/echo"))
+        assert running.stop() == -signal.SIGTERM
+        after = running.close_records("/ws/echo")
+
+    assert ends == [(1012, "draining")] * len(clients)
+    assert took <= 1.0 + DRAIN_WINDOW + 1.0  # the file noticed within a second, then the window
+    response = refused.value.response
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "2")
+    assert {(r["code"], r["reason"], r["initiator"]) for r in records} == {
+        (1012, "draining", "middleware")
+    }
+    assert (refusal["accepted"], refusal["http_status"], refusal["reason"]) == (
+        False, 503, "draining"
+    )  # fmt: skip
+    # One record per connection, the refused one too, and none more at SIGTERM.
+    assert before == len(after) == len(clients) + 1
+    assert [line for line in running.log_lines() if line["level"] == "ERROR"] == []
