@@ -378,6 +378,7 @@ async def test_the_drain_file_drains_the_service_and_fails_readiness(tmp_path: P
             await client.send("hi")
             assert await asyncio.wait_for(client.recv(), 5) == "hi"
         assert http_get(f"{running.http}/readyz")[0] == 200
+        scrape_until(running, "closeguard_draining 0.0")
 
         drain_file.touch()
         started = time.monotonic()
@@ -395,6 +396,7 @@ async def test_the_drain_file_drains_the_service_and_fails_readiness(tmp_path: P
         with pytest.raises(InvalidStatus) as refused:
             await connect(f"{running.ws}/ws/echo", open_timeout=5)
         assert http_get(f"{running.http}/healthz")[0] == 200
+        scrape_until(running, "closeguard_draining 1.0")
         records = [close_record(running, nonce) for nonce in nonces]
         # Refused before the app ran, so the service never saw its nonce: found in the log.
         refusal = running.wait_for_log(lambda line: line.get("http_status") == 503)

@@ -50,6 +50,7 @@ from tests.fuzz_support import ClientClose
 CLOSES = "closeguard.websocket.closes"
 DURATION = "closeguard.websocket.connection.duration"
 OPEN = "closeguard.websocket.connections.open"
+DRAINING = "closeguard.draining"
 
 #: A point's attributes, as a key that compares equal whatever their order.
 Attributes = frozenset[tuple[str, Any]]
@@ -487,6 +488,33 @@ def test_by_default_the_global_meter_provider_gets_the_instruments() -> None:
         f"closeguard {version}",
         f"{CLOSES} {{'closeguard.initiator': 'client', 'closeguard.close.code': 1001}} 1",
         f"{DURATION} {{}} 0.25",
+        f"{DRAINING} {{}} 0",
+    ]
+
+
+def test_draining_is_observed_0_then_1_once_a_drain_starts() -> None:
+    """In a process of its own (a drain lasts as long as its process): observed at each
+    collection, with no connection event needed."""
+    child = (
+        "import closeguard\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
+        "from closeguard.opentelemetry import OpenTelemetryCloseMetrics\n"
+        "reader = InMemoryMetricReader()\n"
+        "OpenTelemetryCloseMetrics(meter_provider=MeterProvider(metric_readers=[reader]))\n"
+        "def shown():\n"
+        "    [scope] = reader.get_metrics_data().resource_metrics[0].scope_metrics\n"
+        "    return [(m.name, m.unit, [p.value for p in m.data.data_points])\n"
+        "            for m in scope.metrics if m.name == 'closeguard.draining']\n"
+        "print(shown()); closeguard.start_drain(); print(shown())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"[('{DRAINING}', '1', [0])]",
+        f"[('{DRAINING}', '1', [1])]",
     ]
 
 

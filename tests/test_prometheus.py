@@ -226,3 +226,75 @@ def test_a_killed_worker_not_yet_reaped_is_forgotten(tmp_path: Path) -> None:
 def test_the_core_never_imports_prometheus_client(module: str) -> None:
     code = f"import sys, {module}; assert 'prometheus_client' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
+
+
+# A drain under way --------------------------------------------------------------------------
+
+
+def test_draining_is_0_then_1_from_the_moment_a_drain_starts() -> None:
+    """In a process of its own: a drain, once started, lasts as long as the process. One process
+    reads the value at each scrape, with no connection event needed."""
+    child = (
+        "import closeguard\n"
+        "from prometheus_client import generate_latest\n"
+        "from closeguard.prometheus import PrometheusCloseMetrics\n"
+        "PrometheusCloseMetrics()\n"
+        "def shown(): return [line for line in generate_latest().decode().splitlines()\n"
+        "                     if line.startswith('closeguard_draining')]\n"
+        "print(shown()); closeguard.start_drain(); print(shown())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], cwd=ROOT, env=app_env(), capture_output=True, text=True,
+        check=True, timeout=30,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == [
+        "['closeguard_draining 0.0']",
+        "['closeguard_draining 1.0']",
+    ]
+
+
+WORKER = (
+    "import sys, closeguard\n"
+    "from closeguard.prometheus import PrometheusCloseMetrics\n"
+    "metrics = PrometheusCloseMetrics()\n"
+    "if sys.argv[1] == 'drains':\n"
+    "    closeguard.start_drain()\n"
+    "metrics.connection_opened()  # the drain's first close is the worker's next event\n"
+    "metrics.connection_ended()\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.readline()  # alive until the test is done with it\n"
+)
+
+
+def test_with_several_workers_draining_is_1_while_a_live_one_drains(tmp_path: Path) -> None:
+    """Each worker writes its own value; a scrape shows the largest among the live ones, and a
+    dead worker's 1 is forgotten with its other live gauges."""
+    env = app_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    workers = {
+        role: subprocess.Popen(
+            [sys.executable, "-c", WORKER, role],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("serves", "drains")
+    }
+    try:
+        for worker in workers.values():
+            assert worker.stdout is not None
+            assert worker.stdout.readline() == "ready\n"
+        assert "closeguard_draining 1.0" in lines_of(tmp_path)
+        draining_one = workers["drains"]
+        draining_one.kill()
+        draining_one.communicate(timeout=30)
+        assert "closeguard_draining 0.0" in lines_of(tmp_path)
+    finally:
+        for worker in workers.values():
+            worker.kill()
+            worker.communicate(timeout=30)  # and its pipes closed
+
+
+def lines_of(multiprocess_dir: Path) -> list[str]:
+    return exposition(multiprocess_dir=str(multiprocess_dir))[0].decode().splitlines()

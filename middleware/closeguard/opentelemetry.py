@@ -19,8 +19,10 @@ project's own names; none borrows a convention's meaning it does not have.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import metadata
 
+from .drain import draining
 from .open_connections import OpenConnectionsMiddleware
 from .record import CloseRecord
 
@@ -54,7 +56,7 @@ def _version() -> str | None:
 
 
 class OpenTelemetryCloseMetrics:
-    """The three instruments; :meth:`on_close` is the ``on_close`` hook that feeds two of them
+    """The four instruments; :meth:`on_close` is the ``on_close`` hook that feeds two of them
     and, when a recording span is current, tells that span how its WebSocket ended.
 
     ``meter_provider=None`` uses the global one (``opentelemetry.metrics.get_meter_provider()``,
@@ -84,6 +86,15 @@ class OpenTelemetryCloseMetrics:
             "closeguard.websocket.connections.open",
             unit="{connection}",
             description="WebSocket connections accepted and not yet ended.",
+        )
+        # Observed at each collection, in the process that drains: an exporter sends each
+        # process's points with its own resource, so no value need be shared between workers.
+        self.draining = meter.create_observable_gauge(
+            "closeguard.draining",
+            callbacks=[_observe_draining],
+            unit="1",
+            description="1 while this process drains its WebSockets (closeguard.start_drain or "
+            "the drain file), else 0.",
         )
 
     def on_close(self, record: CloseRecord) -> None:
@@ -119,3 +130,7 @@ class OpenTelemetryCloseMetrics:
     def connection_ended(self) -> None:
         """For :class:`OpenConnectionsMiddleware`."""
         self.open.add(-1)
+
+
+def _observe_draining(options: otel_metrics.CallbackOptions) -> Iterable[otel_metrics.Observation]:
+    return [otel_metrics.Observation(1 if draining() else 0)]

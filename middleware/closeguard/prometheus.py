@@ -9,10 +9,11 @@ An optional integration (``pip install 'closeguard[prometheus]'``): nothing else
         Middleware(WebSocketCloseMiddleware, on_close=metrics.on_close),
     ])
 
-and serve :func:`exposition` at ``/metrics``. Under ``uvicorn --workers N`` every worker is a
-process with its own counters; prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
-set before the workers start) shares them through files, and :func:`exposition` merges them
-when given that directory.
+and serve :func:`exposition` at ``/metrics``. ``closeguard_draining`` is 1 while a drain is
+under way (:func:`closeguard.start_drain` or the drain file). Under ``uvicorn --workers N``
+every worker is a process with its own counters; prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR`` set before the workers start) shares them through files, and
+:func:`exposition` merges them when given that directory.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as _multiprocess
 
+from .drain import draining
 from .open_connections import OpenConnectionsMiddleware
 from .record import CloseRecord
 
@@ -42,7 +44,7 @@ DURATION_BUCKETS = (0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
 
 
 class PrometheusCloseMetrics:
-    """The three metrics; :meth:`on_close` is the ``on_close`` hook that feeds two of them.
+    """The four metrics; :meth:`on_close` is the ``on_close`` hook that feeds two of them.
 
     ``registry=None`` creates the metrics without registering them (for tests, or to register
     them yourself). In multiprocess mode leave the default: prometheus_client writes every
@@ -79,20 +81,44 @@ class PrometheusCloseMetrics:
             # Summed over the worker processes that are alive (multiprocess mode only).
             multiprocess_mode="livesum",
         )
+        self.draining = Gauge(
+            "draining",
+            "1 while this process drains its WebSockets (closeguard.start_drain or the drain "
+            "file), else 0; with several worker processes, 1 while any of them drains.",
+            namespace=namespace,
+            registry=registry,
+            # The largest value among the worker processes that are alive (multiprocess only).
+            multiprocess_mode="livemax",
+        )
+        # One process: read at each scrape, so it is never late. Several: a scrape reads the
+        # workers' files, so each worker also writes its value at its connections' events
+        # (below): a drain closes or refuses connections, and its first close writes the 1.
+        self.draining.set_function(lambda: 1.0 if draining() else 0.0)
+        self._draining_written = False
 
     def on_close(self, record: CloseRecord) -> None:
         """Count one ended connection; pass this as the middleware's ``on_close``."""
         code = "none" if record.code is None else str(record.code)
         self.closes.labels(code=code, initiator=record.initiator).inc()
         self.duration.observe(record.duration)
+        self._write_draining()
 
     def connection_opened(self) -> None:
         """For :class:`OpenConnectionsMiddleware`."""
         self.open.inc()
+        self._write_draining()
 
     def connection_ended(self) -> None:
         """For :class:`OpenConnectionsMiddleware`."""
         self.open.dec()
+        self._write_draining()
+
+    def _write_draining(self) -> None:
+        """Write 1 once the drain has begun (a drain never ends in a process). ``set`` still
+        writes the multiprocess file when a function gives the in-process value."""
+        if not self._draining_written and draining():
+            self._draining_written = True
+            self.draining.set(1)
 
 
 def _forget_dead_processes(path: str) -> None:
