@@ -8,6 +8,7 @@ does not have (a misspelled probe is otherwise silently ignored by the API serve
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from app.service import create_app
-from app.settings import Settings
+from app.settings import Settings, load
 from bench.harness import ROOT
 from tests.app_support import BIN_DIR, http_get
 from tests.conftest import serve
@@ -110,16 +111,57 @@ def test_the_command_is_the_images_and_runs_as_its_user() -> None:
     assert (security["runAsUser"], security["runAsGroup"]) == (int(uid), int(gid))
 
 
-def test_the_pod_ends_its_connections_before_the_kill() -> None:
-    """preStop's sleep, then uvicorn's graceful shutdown (1012 to each WebSocket, the records),
-    all inside the grace period, which Kubernetes counts from the start of preStop."""
+#: Seconds the service may take to notice the drain file (each worker looks once a second).
+NOTICE = 1
+#: Seconds left between uvicorn's graceful timeout and the kill: the lifespan shutdown and exit.
+KILL_MARGIN = 2
+
+
+def env_value(name: str) -> str:
+    [value] = [each["value"] for each in container()["env"] if each["name"] == name]
+    assert isinstance(value, str)
+    return value
+
+
+def pre_stop_script() -> str:
+    command = container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["sh", "-c"], command
+    script = command[2]
+    assert isinstance(script, str)
+    return script
+
+
+def test_pre_stop_drains_through_the_services_drain_file() -> None:
+    """preStop touches the very file the service watches, on a volume it may write to (the
+    root filesystem is read-only), then sleeps, then removes it for a restarted container."""
+    drain_file = env_value("CLOSEGUARD_DRAIN_FILE")
+    script = pre_stop_script()
+    assert re.fullmatch(
+        r'touch "\$CLOSEGUARD_DRAIN_FILE" && sleep \d+; rm -f "\$CLOSEGUARD_DRAIN_FILE"', script
+    ), script
+    mounts = {mount["mountPath"]: mount["name"] for mount in container()["volumeMounts"]}
+    volumes = resources()["Deployment"]["spec"]["template"]["spec"]["volumes"]
+    volume = {each["name"]: each for each in volumes}[mounts[os.path.dirname(drain_file)]]
+    assert "emptyDir" in volume
+    assert container()["securityContext"]["readOnlyRootFilesystem"] is True
+    # The window is one the service accepts.
+    window = env_value("CLOSEGUARD_DRAIN_WINDOW")
+    assert load({"CLOSEGUARD_DRAIN_WINDOW": window}).drain_window == float(window)
+
+
+def test_the_drain_ends_before_sigterm_and_the_records_before_the_kill() -> None:
+    """preStop's sleep outlasts the notice and the window, so SIGTERM finds nothing open; then
+    uvicorn's graceful shutdown and a margin, all inside the grace period, which Kubernetes
+    counts from the start of preStop."""
     pod = resources()["Deployment"]["spec"]["template"]["spec"]
-    sleep_command = container()["lifecycle"]["preStop"]["exec"]["command"]
-    assert sleep_command[0] == "sleep"
-    pause = int(sleep_command[1])
+    match = re.search(r"sleep (\d+)", pre_stop_script())
+    assert match is not None
+    pause = int(match.group(1))
+    window = float(env_value("CLOSEGUARD_DRAIN_WINDOW"))
     graceful = int(option(container()["command"], "--timeout-graceful-shutdown"))
-    assert pause > 0
-    assert pod["terminationGracePeriodSeconds"] > pause + graceful
+    assert window > 0
+    assert pause >= NOTICE + window
+    assert pod["terminationGracePeriodSeconds"] > pause + graceful + KILL_MARGIN
 
 
 def test_the_selectors_find_the_pods() -> None:
@@ -140,15 +182,21 @@ def test_the_selectors_find_the_pods() -> None:
 
 
 @pytest.mark.parametrize("probe", ["readinessProbe", "livenessProbe"])
-def test_the_probes_and_the_scrape_path_are_served_by_the_app(probe: str) -> None:
+def test_the_probes_and_the_scrape_path_are_served_by_the_app(probe: str, tmp_path: Path) -> None:
+    """Both probes pass while the service serves; once the drain file exists, readiness fails
+    (the Service stops sending clients) and liveness passes (no restart mid-drain)."""
     path = container()[probe]["httpGet"]["path"]
     assert container()[probe]["httpGet"]["port"] == container()["ports"][0]["name"]
     annotations = resources()["Deployment"]["spec"]["template"]["metadata"]["annotations"]
-    app = create_app(Settings(), registry=CollectorRegistry())
+    drain_file = tmp_path / "drain"
+    app = create_app(Settings(drain_file=str(drain_file)), registry=CollectorRegistry())
     with serve(app, "websockets-sansio", lifespan="on") as url:
         base = url.replace("ws://", "http://")
         status, _, _ = http_get(base + path)
         metrics_status, content_type, body = http_get(base + annotations["prometheus.io/path"])
+        drain_file.touch()
+        draining_status, _, _ = http_get(base + path)
     assert status == 200
+    assert draining_status == (503 if probe == "readinessProbe" else 200)
     assert (metrics_status, content_type.split(";")[0]) == (200, "text/plain")
     assert "# TYPE closeguard_websocket_open_connections gauge" in body
