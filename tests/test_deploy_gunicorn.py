@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.harness import ROOT, free_port
 from bench.rawws import blocking_handshake, client_frame
@@ -113,19 +113,20 @@ def holder(pids: set[int], server_port: int, client: ClientConnection) -> int:
 
 
 async def spread_over_workers(
-    stack: AsyncExitStack, service: AppProcess, pids: set[int]
+    stack: AsyncExitStack, service: AppProcess, pids: set[int], each: int = 2
 ) -> dict[int, list[ClientConnection]]:
-    """Echo connections, opened until every worker holds at least two (at most 40 in all)."""
+    """Echo connections, opened until every worker holds at least ``each`` (at most 20 times
+    ``each`` in all)."""
     held: dict[int, list[ClientConnection]] = {pid: [] for pid in pids}
-    for _ in range(20):
+    for _ in range(10 * each):
         batch = [connect(f"{service.ws}/ws/echo", ping_interval=None) for _ in range(2)]
         for client in await asyncio.gather(*map(stack.enter_async_context, batch)):
             await client.send("hello")
             assert await asyncio.wait_for(client.recv(), 10) == "hello"
             held[holder(pids, service.port, client)].append(client)
-        if all(len(clients) >= 2 for clients in held.values()):
+        if all(len(clients) >= each for clients in held.values()):
             return held
-    raise AssertionError(f"40 connections did not reach both workers: {held}")
+    raise AssertionError(f"{20 * each} connections did not reach both workers: {held}")
 
 
 def metric_lines(service: AppProcess) -> list[str]:
@@ -332,3 +333,82 @@ async def test_a_connection_stuck_at_shutdown_is_recorded_before_the_kill(
     else:
         assert took >= 4.0
         assert found == []
+
+
+#: The drain window the preStop test sets, and how soon each worker notices the drain file.
+WINDOW = 2.0
+NOTICE = 1.0
+
+
+async def closed_at(client: ClientConnection, started: float) -> tuple[float, int, str]:
+    """When an idle client got its Close frame, in seconds after ``started``, and what it said."""
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(client.recv(), NOTICE + WINDOW + 10)
+    frame = client.protocol.close_rcvd
+    assert frame is not None, "the connection ended without a Close frame"
+    return time.monotonic() - started, frame.code, frame.reason
+
+
+async def test_the_prestop_sequence_drains_both_workers_before_sigterm(tmp_path: Path) -> None:
+    """What deploy/kubernetes/ does, under gunicorn: touch the drain file, wait out the window,
+    then SIGTERM. Each worker spreads its clients' 1012 over the window, a client arriving
+    meanwhile gets 503, and SIGTERM then finds nothing to close."""
+    drain_file = tmp_path / "drain"
+    with gunicorn(
+        tmp_path, CLOSEGUARD_DRAIN_FILE=str(drain_file), CLOSEGUARD_DRAIN_WINDOW=str(WINDOW)
+    ) as service:
+        pids = worker_pids(service.process.pid)
+        async with AsyncExitStack() as stack:
+            held = await spread_over_workers(stack, service, pids, each=5)
+            assert http_get(f"{service.http}/readyz")[0] == 200
+            assert "closeguard_draining 0.0" in metric_lines(service)
+
+            drain_file.touch()
+            started = time.monotonic()
+            waiting = {
+                pid: [asyncio.ensure_future(closed_at(client, started)) for client in clients]
+                for pid, clients in held.items()
+            }
+            await asyncio.sleep(NOTICE + 0.3)  # both workers drain by now
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{service.ws}/ws/echo", open_timeout=5)
+            ready = await asyncio.to_thread(http_get, f"{service.http}/readyz")
+            ends = {pid: await asyncio.gather(*futures) for pid, futures in waiting.items()}
+            draining_metric = metric_lines(service)
+        await until(
+            lambda: len(service.close_records("/ws/echo")) == sum(map(len, held.values())) + 1,
+            what="every record",
+        )
+        before = service.log_lines()
+        # preStop is over: the runtime's SIGTERM.
+        service.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(service.process.wait, 20) == 0
+        after = service.log_lines()
+
+    for pid, closes in ends.items():
+        assert {(code, reason) for _, code, reason in closes} == {(1012, "draining")}, pid
+        times = sorted(at for at, _, _ in closes)
+        # Within the notice and the window, spread over it: each of a worker's N clients has a
+        # slice of WINDOW / N, so no 100 ms holds more than two of one worker's closes.
+        assert times[-1] <= NOTICE + WINDOW + 1.0, times
+        assert times[-1] - times[0] >= WINDOW / 2, times
+        assert max(sum(1 for t in times if s <= t < s + 0.1) for s in times) <= 2, times
+    response = refused.value.response
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "2")
+    assert ready[0] == 503
+    assert "closeguard_draining 1.0" in draining_metric
+
+    records = [line for line in before if line.get("logger") == "closeguard"]
+    drained = [r for r in records if r["http_status"] is None]
+    assert len(drained) == sum(map(len, held.values()))
+    assert len({r["connection_id"] for r in drained}) == len(drained)
+    assert {(r["code"], r["reason"], r["initiator"]) for r in drained} == {
+        (1012, "draining", "middleware")
+    }
+    [refusal] = [r for r in records if r["http_status"] is not None]
+    assert (refusal["accepted"], refusal["http_status"], refusal["reason"]) == (
+        False, 503, "draining"
+    )  # fmt: skip
+    # SIGTERM found nothing open: no record more; and nothing went wrong at any point.
+    assert [line for line in after if line.get("logger") == "closeguard"] == records
+    assert [line for line in after if line["level"] in ("ERROR", "CRITICAL")] == []
