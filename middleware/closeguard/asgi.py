@@ -18,6 +18,7 @@ from . import drain, unwritten
 from .closelog import LOGGER_NAME, log_record, report_failure
 from .connection import CloseInstead, Connection, Ending
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
+from .options import MaxMessageSize, check_options, limit_for
 from .record import CloseRecord
 from .server import Server
 
@@ -29,23 +30,12 @@ __all__ = ["ASGIApplication", "MaxMessageSize", "WebSocketCloseMiddleware", "con
 #: ``mypy --strict``, and lets the middleware stand wherever the app stood.
 ASGIApplication: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
 
-#: A fixed limit in bytes, a per-connection choice (say, by path), or None for no limit.
-MaxMessageSize: TypeAlias = "int | Callable[[Scope], int | None] | None"
-
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
-
-#: The longest drain window one may set: an hour is past any deploy's grace period.
-MAX_DRAIN_WINDOW = 3600.0
 
 #: How long a close may take while the server tears the task down (a cancellation): the
 #: client should get a code it retries, but a shutdown must not wait on it.
 TEARDOWN_CLOSE_WAIT = 1.0
-
-#: The largest limit one may set: any larger is no limit in practice, and the 1009 reason
-#: naming it must still fit in 123 bytes.
-MAX_LIMIT = 2**62
-LIMIT_RULE = f"a whole number of bytes from 1 to {MAX_LIMIT}"
 
 
 def connection_id(scope: Scope) -> str | None:
@@ -75,33 +65,15 @@ class WebSocketCloseMiddleware:
         drain_window: float = 10.0,
         drain_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        # Each option is checked here, where a mistake names itself, rather than at the end
-        # of every connection, where it would cost the records.
-        if not callable(app):
-            raise TypeError(f"app must be an ASGI application (a callable), got {app!r}")
-        if invalid_close not in ("raise", "replace"):
-            raise ValueError(f"invalid_close must be 'raise' or 'replace', got {invalid_close!r}")
-        if not (callable(max_message_size) or _valid_limit(max_message_size)):
-            raise ValueError(
-                f"max_message_size must be {LIMIT_RULE}, a callable scope -> int | None, "
-                f"or None for no limit; got {max_message_size!r}"
-            )
-        if isinstance(drain_window, bool) or not (
-            isinstance(drain_window, (int, float)) and 0 <= drain_window <= MAX_DRAIN_WINDOW
-        ):
-            raise ValueError(
-                f"drain_window must be a number of seconds from 0 to {MAX_DRAIN_WINDOW}, "
-                f"got {drain_window!r}"
-            )
-        if drain_file is not None and not isinstance(drain_file, (str, os.PathLike)):
-            raise TypeError(f"drain_file must be a path (str or os.PathLike), got {drain_file!r}")
-        if not isinstance(reraise, bool):
-            raise TypeError(f"reraise must be True or False, got {reraise!r}")
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(
-                f"logger must be a logging.Logger, such as logging.getLogger({LOGGER_NAME!r}), "
-                f"or None for that one; got {logger!r}"
-            )
+        check_options(
+            app,
+            max_message_size=max_message_size,
+            invalid_close=invalid_close,
+            reraise=reraise,
+            logger=logger,
+            drain_window=drain_window,
+            drain_file=drain_file,
+        )
         self.app = app
         self.max_message_size = max_message_size
         self.replace_invalid = invalid_close == "replace"
@@ -253,18 +225,4 @@ class WebSocketCloseMiddleware:
             report_failure(f"closeguard: logging the close record of {record.connection_id}")
 
     def limit_for(self, scope: Scope) -> int | None:
-        limit = self.max_message_size
-        if callable(limit):
-            limit = limit(scope)
-            if not _valid_limit(limit):
-                raise ValueError(
-                    f"max_message_size({scope.get('path')!r}) returned {limit!r}; "
-                    f"it must return {LIMIT_RULE}, or None for no limit"
-                )
-        return limit
-
-
-def _valid_limit(limit: object) -> bool:
-    return limit is None or (
-        isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit <= MAX_LIMIT
-    )
+        return limit_for(self.max_message_size, scope)
