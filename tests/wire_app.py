@@ -12,11 +12,13 @@ import asyncio
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -55,6 +57,25 @@ async def on_close_async(record: CloseRecord) -> None:
 
 #: Both kinds of hook, as a user with metrics and a record store mounts them.
 HOOKS = [on_close, on_close_async]
+
+
+async def on_close_slow(record: CloseRecord) -> None:
+    """A record store as slow as the connection's path says, ``/hooked/{how}/...``: ``sleep-N``
+    awaits N seconds; ``thread-N`` blocks a worker thread N seconds, as a blocking driver run
+    through ``run_in_threadpool`` does; ``hang`` never ends and swallows every cancellation.
+    Once done, it writes its call as the "slow" hook."""
+    kind, _, seconds = record.path.split("/")[2].partition("-")
+    if kind == "sleep":
+        await asyncio.sleep(float(seconds))
+    elif kind == "thread":
+        await run_in_threadpool(time.sleep, float(seconds))
+    elif kind == "hang":
+        for _ in range(1000):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                continue
+    _write_hook_call(record, "slow")
 
 
 class BrokenHandler(logging.Handler):
@@ -242,9 +263,22 @@ def build() -> ASGIApp:
             "/broken-log/": WebSocketCloseMiddleware(
                 _strip("/broken-log", inner), logger=_broken_logger(), on_close=HOOKS
             ),
+            "/hooked/": WebSocketCloseMiddleware(
+                _strip_segments(2, inner), max_message_size=_limit, on_close=[on_close_slow]
+            ),
         },
         default=WebSocketCloseMiddleware(inner, max_message_size=_limit, on_close=HOOKS),
     )
+
+
+def _strip_segments(count: int, app: ASGIApp) -> ASGIApp:
+    """Serve ``app`` without the first ``count`` segments of the path (``/hooked/{how}``)."""
+
+    async def stripped(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        await _strip(path[: len("/".join(path.split("/")[: count + 1]))], app)(scope, receive, send)
+
+    return stripped
 
 
 def _strip(prefix: str, app: ASGIApp) -> ASGIApp:

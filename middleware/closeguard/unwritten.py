@@ -102,5 +102,5 @@ async def _run_all(written: list[tuple[Hooks, CloseRecord]], bound: float) -> No
     for hooks, record in written:
         started = hooks.start(record)  # the plain hooks run here, in turn
         if started:
-            runs.append(hooks.run(record, started, max(0.0, deadline - loop.time())))
+            runs.append(hooks.run(record, started, bound, deadline))
     await asyncio.gather(*runs)

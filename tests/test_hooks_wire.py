@@ -1,0 +1,294 @@
+"""No record lost, no shutdown held (issue 18), under the servers where each fault was found.
+
+The wire app's ``/hooked/{how}/`` routes run one ``async`` hook as slow as ``how`` says
+(``tests/wire_app.py``, ``on_close_slow``); it writes its call once it is done. Each test ends
+the server with SIGTERM, as a deploy does, and checks that every record was logged, which hooks
+finished, and that the process exited within the bound: the server's own shutdown plus
+closeguard's 5 s for the hooks, and a margin for a loaded machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from bench.harness import free_port, raise_fd_limit, running
+from bench.rawws import RawClient, blocking_handshake
+from closeguard.hooks import ASYNC_HOOK_WAIT
+from closeguard.unwritten import EXIT_HOOK_WAIT
+from tests.app_support import BIN_DIR
+from tests.processes import ROOT
+from tests.servers import APP, RunningServer, run_server
+
+UVICORN = ["uvicorn-websockets", "uvicorn-websockets-sansio", "uvicorn-wsproto"]
+
+#: What a loaded machine may add to a bound: starting the shutdown, writing the log.
+MARGIN = 3.0
+
+
+def slow_hook_paths(path: Path, token: str) -> list[str]:
+    """The paths of the connections whose slow hook finished, one per call."""
+    if not path.exists():
+        return []
+    calls = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return sorted(c["path"] for c in calls if token in c["path"] and c["hook"] == "slow")
+
+
+def records(server: RunningServer, token: str) -> list[dict[str, Any]]:
+    return [line for line in server.log_lines() if token in (line.get("path") or "")]
+
+
+def cut_off(server: RunningServer) -> list[str]:
+    return [line["message"] for line in server.log_lines() if "was cut off" in line["message"]]
+
+
+def terminate(process: Any, timeout: float = 60.0) -> float:
+    """SIGTERM; the seconds until the process exited."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=timeout)
+    return time.monotonic() - started
+
+
+async def terminate_async(process: Any, timeout: float = 60.0) -> float:
+    return await asyncio.to_thread(terminate, process, timeout)
+
+
+async def idle_clients(url: str, count: int) -> list[ClientConnection]:
+    return [await connect(f"{url}-{i}", open_timeout=5) for i in range(count)]
+
+
+async def many_raw_clients(port: int, path: str, count: int) -> list[RawClient]:
+    """``count`` open connections to ``{path}-{i}``, at most 100 handshakes in flight."""
+    handshakes = asyncio.Semaphore(100)
+
+    async def open_one(index: int) -> RawClient:
+        async with handshakes:
+            return await RawClient.connect(port, f"{path}-{index}", timeout=30)
+
+    clients = await asyncio.wait_for(asyncio.gather(*map(open_one, range(count))), 120)
+    assert all(client.opened for client in clients)
+    return clients
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+# 1. daphne: the exit writes every record and runs their hooks within one bound ----------------
+
+
+async def test_daphne_exits_within_the_bound_though_a_hook_hangs(tmp_path: Path) -> None:
+    """daphne leaves its app tasks unended at SIGTERM: the exit writes the records."""
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    with run_server("daphne", tmp_path, env={"CLOSEGUARD_TEST_HOOKS": str(hooks)}) as server:
+        clients = [
+            await connect(f"{server.url}/hooked/{how}/echo/{token}-{i}", open_timeout=5)
+            for i, how in enumerate(["hang", "sleep-0.1", "sleep-0.1"])
+        ]
+        await asyncio.sleep(0.3)
+        took = await terminate_async(server.process)
+        for client in clients:
+            await client.close()
+        found = records(server, token)
+        cut = cut_off(server)
+    assert took < EXIT_HOOK_WAIT + MARGIN
+    assert sorted(line["path"] for line in found) == [
+        f"/hooked/{how}/echo/{token}-{i}"
+        for i, how in enumerate(["hang", "sleep-0.1", "sleep-0.1"])
+    ]
+    assert {(line["code"], line["initiator"]) for line in found} == {(None, "server")}
+    assert slow_hook_paths(hooks, token) == [
+        f"/hooked/sleep-0.1/echo/{token}-1",
+        f"/hooked/sleep-0.1/echo/{token}-2",
+    ]
+    [hung] = [line for line in found if "/hang/" in line["path"]]
+    assert cut == [
+        f"closeguard on_close hook on_close_slow was cut off after {EXIT_HOOK_WAIT:g} s "
+        f"for {hung['connection_id']}"
+    ]
+
+
+#: Connections open at the SIGTERM of the load tests below: a deploy with many clients.
+MANY = 1000
+
+
+async def test_daphne_exits_within_the_bound_with_a_thousand_records(tmp_path: Path) -> None:
+    """1,000 hooks of 0.1 s each: together, not one after another (100 s)."""
+    assert raise_fd_limit() >= MANY + 200, "ulimit -Hn is too low for this test"
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    with run_server("daphne", tmp_path, env={"CLOSEGUARD_TEST_HOOKS": str(hooks)}) as server:
+        path = f"/hooked/sleep-0.1/echo/{token}"
+        clients = await many_raw_clients(port_of(server.url), path, MANY)
+        try:
+            took = await terminate_async(server.process)
+        finally:
+            for client in clients:
+                client.abort()
+        found = records(server, token)
+    assert took < EXIT_HOOK_WAIT + MARGIN
+    expected = sorted(f"{path}-{i}" for i in range(MANY))
+    assert sorted(line["path"] for line in found) == expected
+    assert slow_hook_paths(hooks, token) == expected
+
+
+# 2. uvicorn: hooks outlast the graceful timeout, and the exit waits for them ------------------
+
+
+@pytest.mark.parametrize("kind", UVICORN)
+async def test_hooks_of_connections_closed_at_shutdown_finish_before_uvicorn_exits(
+    kind: str, tmp_path: Path
+) -> None:
+    """Idle clients get 1012; their 2 s hooks hold the tasks past the 1 s graceful timeout,
+    uvicorn cancels them, and the lifespan shutdown waits for the hooks."""
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    env = {"CLOSEGUARD_TEST_HOOKS": str(hooks), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1"}
+    with run_server(kind, tmp_path, env=env) as server:
+        clients = await idle_clients(f"{server.url}/hooked/sleep-2/echo/{token}", 6)
+        await asyncio.sleep(0.3)
+        took = await terminate_async(server.process)
+        for client in clients:
+            await client.close()
+        found = records(server, token)
+    assert took < 1 + ASYNC_HOOK_WAIT + MARGIN
+    expected = [f"/hooked/sleep-2/echo/{token}-{i}" for i in range(6)]
+    assert sorted(line["path"] for line in found) == expected
+    assert {(line["code"], line["initiator"]) for line in found} == {(1012, "server")}
+    assert slow_hook_paths(hooks, token) == expected
+
+
+@pytest.mark.parametrize("kind", UVICORN)
+def test_hooks_of_connections_cancelled_at_the_graceful_timeout_finish(
+    kind: str, tmp_path: Path
+) -> None:
+    """Clients that do not read leave their connections stuck until uvicorn cancels them at
+    its graceful timeout; each record's 1 s hook still finishes before the process exits."""
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    env = {"CLOSEGUARD_TEST_HOOKS": str(hooks), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "2"}
+    with run_server(kind, tmp_path, env=env) as server:
+        path = f"/hooked/sleep-1/flood/return/{token}"
+        sockets = [blocking_handshake(port_of(server.url), f"{path}-{i}") for i in range(3)]
+        time.sleep(1.0)  # the 8 MiB are written; the sends wait for a reader
+        took = terminate(server.process)
+        for sock in sockets:
+            sock.close()
+        found = records(server, token)
+    assert took < 2 + ASYNC_HOOK_WAIT + MARGIN
+    expected = [f"{path}-{i}" for i in range(3)]
+    assert sorted(line["path"] for line in found) == expected
+    assert slow_hook_paths(hooks, token) == expected
+
+
+@pytest.mark.parametrize("how", ["hang", "thread-30"])
+async def test_a_hook_that_will_not_end_holds_uvicorns_exit_only_for_the_bound(
+    how: str, tmp_path: Path
+) -> None:
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    env = {"CLOSEGUARD_TEST_HOOKS": str(hooks), "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1"}
+    with run_server("uvicorn-websockets-sansio", tmp_path, env=env) as server:
+        [client] = await idle_clients(f"{server.url}/hooked/{how}/echo/{token}", 1)
+        await asyncio.sleep(0.3)
+        took = await terminate_async(server.process)
+        await client.close()
+        found = records(server, token)
+        cut = cut_off(server)
+    assert took < 1 + ASYNC_HOOK_WAIT + MARGIN
+    [line] = found
+    assert cut == [
+        f"closeguard on_close hook on_close_slow was cut off after {ASYNC_HOOK_WAIT:g} s "
+        f"for {line['connection_id']}"
+    ]
+    assert slow_hook_paths(hooks, token) == []
+
+
+# 2's other half: granian ------------------------------------------------------------------
+
+
+async def test_hooks_of_connections_granian_drops_at_shutdown_finish(tmp_path: Path) -> None:
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    with run_server("granian", tmp_path, env={"CLOSEGUARD_TEST_HOOKS": str(hooks)}) as server:
+        clients = await idle_clients(f"{server.url}/hooked/sleep-1/echo/{token}", 6)
+        await asyncio.sleep(0.3)
+        took = await terminate_async(server.process)
+        for client in clients:
+            await client.close()
+        found = records(server, token)
+    assert took < ASYNC_HOOK_WAIT + MARGIN
+    expected = [f"/hooked/sleep-1/echo/{token}-{i}" for i in range(6)]
+    assert sorted(line["path"] for line in found) == expected
+    assert slow_hook_paths(hooks, token) == expected
+
+
+# Load: a thousand connections with async hooks, ended by SIGTERM ------------------------------
+
+
+@contextmanager
+def gunicorn(tmp_path: Path, env: dict[str, str]) -> Iterator[RunningServer]:
+    """gunicorn with two uvicorn workers serving the wire app, as the deploy recipe runs it
+    (the recipe's own file serves the reference service, which has no slow hooks)."""
+    port = free_port()
+    log_path = tmp_path / "gunicorn-closeguard.jsonl"
+    output_path = tmp_path / "gunicorn-output.log"
+    command = [
+        f"{BIN_DIR}/gunicorn", "-k", "uvicorn_worker.UvicornWorker", "--workers", "2",
+        "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "10", APP,
+    ]  # fmt: skip
+    environment = {
+        "PATH": BIN_DIR,
+        "PYTHONPATH": str(ROOT),
+        "CLOSEGUARD_TEST_LOG": str(log_path),
+        **env,
+    }
+    with running(command, port, output=output_path, env=environment, what="gunicorn") as process:
+        time.sleep(1.0)  # both workers up, not only the first
+        yield RunningServer("gunicorn", f"ws://127.0.0.1:{port}", log_path, output_path, process)
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-websockets-sansio", "gunicorn"])
+async def test_a_thousand_connections_with_async_hooks_end_at_sigterm(
+    kind: str, tmp_path: Path
+) -> None:
+    """Every client is told 1012, every record is written once, and every 1 s hook finishes
+    before the process exits, within the bound."""
+    assert raise_fd_limit() >= MANY + 200, "ulimit -Hn is too low for this test"
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    env = {"CLOSEGUARD_TEST_HOOKS": str(hooks)}
+    serving = gunicorn(tmp_path, env) if kind == "gunicorn" else run_server(kind, tmp_path, env=env)
+    path = f"/hooked/sleep-1/echo/{token}"
+    with serving as server:
+        clients = await many_raw_clients(port_of(server.url), path, MANY)
+        try:
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            ends = (client.read_to_end(60) for client in clients)
+            wires = await asyncio.wait_for(asyncio.gather(*ends), 90)
+            await asyncio.to_thread(server.process.wait, 60)
+            took = time.monotonic() - started
+        finally:
+            for client in clients:
+                client.abort()
+        found = records(server, token)
+    assert Counter(wire.close[0] if wire.close else None for wire in wires) == {1012: MANY}
+    expected = sorted(f"{path}-{i}" for i in range(MANY))
+    assert sorted(line["path"] for line in found) == expected
+    assert Counter((line["code"], line["initiator"]) for line in found) == {(1012, "server"): MANY}
+    assert slow_hook_paths(hooks, token) == expected
+    assert took < ASYNC_HOOK_WAIT + 2 * MARGIN
