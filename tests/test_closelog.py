@@ -88,7 +88,8 @@ def logged(kept: tuple[logging.Logger, Keep], record: CloseRecord) -> logging.Lo
         ({"code": 1008}, logging.WARNING),
         ({"code": 1009, "initiator": "middleware"}, logging.WARNING),
         ({"code": 1011}, logging.WARNING),
-        ({"code": 1011, "initiator": "client"}, logging.WARNING),
+        ({"code": 1011, "initiator": "client"}, logging.INFO),  # the client's own failure
+        ({"code": 1011, "initiator": "middleware"}, logging.WARNING),
         ({"requested_code": 1005}, logging.WARNING),
         ({"violation": "the server failed to send close code 1000"}, logging.WARNING),
         ({"code": None, "violation": "the server failed to send it"}, logging.WARNING),
@@ -228,6 +229,12 @@ def test_path_and_reason_are_escaped_in_fields_and_words(
     assert message.startswith(f"websocket /ws/{shown} closed: code=1000 reason='{shown}'")
     assert "\n" not in message
     assert "\x1b" not in message
+
+
+def test_a_forwarded_client_is_escaped(kept: tuple[logging.Logger, Keep]) -> None:
+    """uvicorn's --proxy-headers takes the host from X-Forwarded-For as the client sent it."""
+    line = logged(kept, with_(client="203.0.113.7\x1b[2K\nforged"))
+    assert line.client == "203.0.113.7\\x1b[2K\\nforged"  # type: ignore[attr-defined]
 
 
 def test_the_other_fields_are_left_as_they_are(kept: tuple[logging.Logger, Keep]) -> None:

@@ -214,10 +214,22 @@ def test_a_1012_disconnect_is_the_servers_and_any_other_the_clients(
     code: int | None, initiator: str
 ) -> None:
     conn = opened()
-    conn.server_delivers(disconnect(code))
+    message = disconnect(code)
+    if code == 1012:
+        del message["reason"]  # as uvicorn reports its own shutdown
+    conn.server_delivers(message)
     record = conn.record(0)
     assert record.initiator == initiator
     assert record.code == (1005 if code is None else code)
+
+
+@pytest.mark.parametrize("reason", ["", "moving"])
+def test_a_clients_own_1012_is_the_clients(reason: str) -> None:
+    """uvicorn passes a client's reason on, an empty one too; its own 1012 has none."""
+    conn = opened()
+    conn.server_delivers({"type": "websocket.disconnect", "code": 1012, "reason": reason})
+    record = conn.record(0)
+    assert (record.code, record.reason, record.initiator) == (1012, reason, "client")
 
 
 def test_disconnect_after_the_apps_close_does_not_change_the_record() -> None:

@@ -292,3 +292,25 @@ async def test_a_thousand_connections_with_async_hooks_end_at_sigterm(
     assert Counter((line["code"], line["initiator"]) for line in found) == {(1012, "server"): MANY}
     assert slow_hook_paths(hooks, token) == expected
     assert took < ASYNC_HOOK_WAIT + 2 * MARGIN
+
+
+# 5. A client's own 1012 and 1011 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", UVICORN)
+@pytest.mark.parametrize("reason", ["", "moving"])
+async def test_a_clients_own_1012_and_1011_are_the_clients(
+    kind: str, reason: str, tmp_path: Path
+) -> None:
+    """uvicorn tells the app a client's reason, an empty one too, and its own 1012 has none:
+    so no client can pass for a server's restart, and a client's 1011 is no WARNING."""
+    token = uuid.uuid4().hex[:12]
+    with run_server(kind, tmp_path) as server:
+        for code in (1012, 1011):
+            async with connect(f"{server.url}/echo/{token}-{code}") as client:
+                await client.close(code, reason)
+        found = server.records_by_token([f"{token}-1012", f"{token}-1011"])
+    [restart] = found[f"{token}-1012"]
+    [failure] = found[f"{token}-1011"]
+    assert (restart["code"], restart["reason"], restart["initiator"]) == (1012, reason, "client")
+    assert (failure["code"], failure["initiator"], failure["level"]) == (1011, "client", "INFO")

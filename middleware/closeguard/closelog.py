@@ -41,13 +41,15 @@ def escaped(text: str) -> str:
 
 def level_for(record: CloseRecord) -> int:
     """ERROR when the app failed, WARNING when a close was rejected, replaced, refused or
-    notable; INFO otherwise, a server's shutdown included."""
+    notable; INFO otherwise, a server's shutdown included. A client's own 1011 is INFO: it
+    says the client failed, which is no fault of this app to look into, and any client could
+    otherwise fill the log's WARNINGs."""
     if record.exception is not None:
         return logging.ERROR
-    if (
-        record.requested_code is not None
-        or record.violation is not None
-        or record.code in NOTABLE_CODES
+    if record.requested_code is not None or record.violation is not None:
+        return logging.WARNING
+    if record.code in NOTABLE_CODES and not (
+        record.code == CloseCode.INTERNAL_ERROR and record.initiator == "client"
     ):
         return logging.WARNING
     return logging.INFO
@@ -87,6 +89,8 @@ def log_record(
     fields = record.as_dict()
     fields["path"] = escaped(record.path)
     fields["reason"] = escaped(record.reason)
+    if record.client is not None:  # X-Forwarded-For's host, behind a proxy: the client's text
+        fields["client"] = escaped(record.client)
     logger.log(
         level,
         MESSAGE,

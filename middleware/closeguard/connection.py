@@ -332,8 +332,12 @@ class Connection:
         return message
 
     def _server_disconnects(self, message: Message) -> None:
-        """uvicorn reports its own shutdown as 1012 (Service Restart), a code only a server
-        has reason to send: that end is the server's, not the client's."""
+        """uvicorn reports its own shutdown as 1012 (Service Restart): that end is the
+        server's. A client may send 1012 too; uvicorn then passes the client's ``reason`` on
+        (even an empty one), and its own 1012 has none, so a 1012 with a ``reason`` is the
+        client's. Servers that never pass a reason (daphne, granian, hypercorn) never send
+        1012 themselves either, but closeguard cannot tell them apart: there, a client's 1012
+        is recorded as the server's (docs/records.md)."""
         if self.state is State.CONNECTING:
             # The client left before the server took an accept: no code ever applied.
             self.state = State.DISCONNECTED
@@ -342,7 +346,8 @@ class Connection:
             self.state = State.DISCONNECTED
             code = message.get("code")
             code = code if isinstance(code, int) else CloseCode.NO_STATUS_RCVD
-            initiator: Initiator = "server" if code == CloseCode.SERVICE_RESTART else "client"
+            servers = code == CloseCode.SERVICE_RESTART and "reason" not in message
+            initiator: Initiator = "server" if servers else "client"
             self._ended(code, message.get("reason") or "", initiator)
 
     def server_accepts(self) -> None:
