@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from closeguard import WebSocketCloseMiddleware
-from closeguard.asgi import MAX_DRAIN_WINDOW
+from closeguard.options import MAX_DRAIN_WINDOW
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "Settings", "SettingsError", "load", "load_or_exit"]
 
