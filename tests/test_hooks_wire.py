@@ -4,7 +4,9 @@ The wire app's ``/hooked/{how}/`` routes run one ``async`` hook as slow as ``how
 (``tests/wire_app.py``, ``on_close_slow``); it writes its call once it is done. Each test ends
 the server with SIGTERM, as a deploy does, and checks that every record was logged, which hooks
 finished, and that the process exited within the bound: the server's own shutdown plus
-closeguard's 5 s for the hooks, and a margin for a loaded machine.
+closeguard's 5 s for the hooks, and a margin for a loaded machine. The last tests hold point
+5's smaller truths that only a real server shows: a client's own 1012 and 1011, and what a
+keepalive ping that times out leaves in the record.
 """
 
 from __future__ import annotations
@@ -314,3 +316,43 @@ async def test_a_clients_own_1012_and_1011_are_the_clients(
     [failure] = found[f"{token}-1011"]
     assert (restart["code"], restart["reason"], restart["initiator"]) == (1012, reason, "client")
     assert (failure["code"], failure["initiator"], failure["level"]) == (1011, "client", "INFO")
+
+
+#: What the record says of a keepalive ping that timed out (a client that stopped answering),
+#: and within how many seconds: uvicorn puts 1011 "keepalive ping timeout" on the wire and tells
+#: the app 1005, except under the legacy implementation, which tells it 1006 only once
+#: websockets' own close timeout (10 s, which uvicorn does not expose) has passed.
+PING_TIMEOUT: dict[str, tuple[int, float]] = {
+    "uvicorn-websockets": (1006, 15.0),
+    "uvicorn-websockets-sansio": (1005, 5.0),
+    "uvicorn-wsproto": (1005, 5.0),
+}
+
+
+@pytest.mark.parametrize("kind", UVICORN)
+def test_a_keepalive_ping_that_times_out(kind: str, tmp_path: Path) -> None:
+    code, within = PING_TIMEOUT[kind]
+    token = uuid.uuid4().hex[:12]
+    env = {"UVICORN_WS_PING_INTERVAL": "0.5", "UVICORN_WS_PING_TIMEOUT": "0.5"}
+    with run_server(kind, tmp_path, env=env) as server:
+        sock = blocking_handshake(port_of(server.url), f"/echo/{token}")  # never reads again
+        found = server.records_for(token, timeout=within)
+        sock.close()
+    assert [(line["code"], line["initiator"], line["level"]) for line in found] == [
+        (code, "client", "INFO")
+    ]
+
+
+def test_a_shutdown_within_the_legacy_close_timeout_reports_1012(tmp_path: Path) -> None:
+    """The limit the table in docs/servers.md names: a SIGTERM before websockets' close
+    timeout has passed finds the connection still open, and uvicorn tells the app 1012."""
+    token = uuid.uuid4().hex[:12]
+    env = {"UVICORN_WS_PING_INTERVAL": "0.5", "UVICORN_WS_PING_TIMEOUT": "0.5"}
+    with run_server("uvicorn-websockets", tmp_path, env=env) as server:
+        sock = blocking_handshake(port_of(server.url), f"/echo/{token}")
+        time.sleep(2.0)  # the ping has timed out; websockets waits out its close timeout
+        assert records(server, token) == []
+        terminate(server.process)
+        sock.close()
+        found = records(server, token)
+    assert [(line["code"], line["initiator"]) for line in found] == [(1012, "server")]
