@@ -411,3 +411,38 @@ async def test_at_exit_a_thousand_records_run_their_hooks_in_one_loop(
     logged = [r for r in caplog.records if getattr(r, "path", "").startswith("/ws/")]
     assert len(logged) == 1000
     assert hook_failures(caplog) == []
+
+
+# Under trio ------------------------------------------------------------------------------------
+
+
+async def test_outside_asyncio_the_hooks_run_together_in_a_task_group(
+    monkeypatch: pytest.MonkeyPatch, bound: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where no asyncio loop runs (trio), the hooks run in an anyio task group, bounded alike;
+    anyio's task group is the same under asyncio, where this test runs it."""
+    monkeypatch.setattr(hooks_module, "under_asyncio", lambda: False)
+    first_ran, second_ran = asyncio.Event(), asyncio.Event()
+    done: list[str] = []
+
+    async def first(record: CloseRecord) -> None:
+        first_ran.set()
+        await second_ran.wait()
+        done.append("first")
+
+    async def second(record: CloseRecord) -> None:
+        second_ran.set()
+        await first_ran.wait()
+        raise HookError("the record store is down")
+
+    async def hangs(record: CloseRecord) -> None:
+        await asyncio.Event().wait()
+
+    guarded = WebSocketCloseMiddleware(accept_and_return, on_close=[first, second, hangs])
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        await serve_once(guarded)
+    assert done == ["first"]
+    assert [failure.split(" for ")[0] for failure in hook_failures(caplog)] == [
+        f"closeguard on_close hook {second.__qualname__} failed",
+        f"closeguard on_close hook {hangs.__qualname__} was cut off after {bound:g} s",
+    ]

@@ -75,14 +75,11 @@ class Hooks:
         """Run the ``async`` hooks together and wait for them, at most
         :data:`ASYNC_HOOK_WAIT`. If the connection's task is cancelled meanwhile, the hooks
         run on (their own bound still holds) and the cancellation goes on."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # another event loop (trio): its own cancellation is reliable
+        if not under_asyncio():  # trio: its cancellation reaches a hook, which cannot hold
             await self._finish_in_a_task_group(record, started)
             return
         run = asyncio.ensure_future(self.run(record, started, ASYNC_HOOK_WAIT))
-        _running.add(run)
-        run.add_done_callback(_running.discard)
+        keep_until_over(run)
         await asyncio.shield(run)
 
     async def run(
@@ -120,21 +117,23 @@ class Hooks:
             self.failed(hook, record)
 
     async def _finish_in_a_task_group(self, record: CloseRecord, started: list[Started]) -> None:
-        running = {hook: True for hook, _ in started}
+        """The same, bounded alike, without asyncio's tasks: an anyio task group (trio's
+        cancellation reaches a hook that awaits, and anyio's shield keeps a server's away)."""
+        over = [False] * len(started)
 
-        async def one(hook: OnClose, result: Awaitable[None]) -> None:
+        async def one(index: int, hook: OnClose, result: Awaitable[None]) -> None:
             try:
                 await result
             except Exception:
                 self.failed(hook, record)
-            running[hook] = False
+            over[index] = True
 
         with anyio.move_on_after(ASYNC_HOOK_WAIT, shield=True):
             async with anyio.create_task_group() as group:
-                for hook, result in started:
-                    group.start_soon(one, hook, result)
-        for hook, still in running.items():
-            if still:
+                for index, (hook, result) in enumerate(started):
+                    group.start_soon(one, index, hook, result)
+        for (hook, _), done in zip(started, over, strict=True):
+            if not done:
                 self.failed(hook, record, f"was cut off after {ASYNC_HOOK_WAIT:g} s")
 
     def failed(self, hook: OnClose, record: CloseRecord, how: str = "failed") -> None:
