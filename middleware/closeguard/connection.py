@@ -335,9 +335,9 @@ class Connection:
         """uvicorn reports its own shutdown as 1012 (Service Restart): that end is the
         server's. A client may send 1012 too; uvicorn then passes the client's ``reason`` on
         (even an empty one), and its own 1012 has none, so a 1012 with a ``reason`` is the
-        client's. Servers that never pass a reason (daphne, granian, hypercorn) never send
-        1012 themselves either, but closeguard cannot tell them apart: there, a client's 1012
-        is recorded as the server's (docs/records.md)."""
+        client's. Servers that pass no reason (daphne, granian) never send 1012 themselves
+        either, but closeguard cannot tell them apart: there, a client's 1012 is recorded as
+        the server's (docs/servers.md)."""
         if self.state is State.CONNECTING:
             # The client left before the server took an accept: no code ever applied.
             self.state = State.DISCONNECTED
