@@ -13,6 +13,7 @@ import copy
 import logging
 import pickle
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -446,3 +447,30 @@ async def test_outside_asyncio_the_hooks_run_together_in_a_task_group(
         f"closeguard on_close hook {second.__qualname__} failed",
         f"closeguard on_close hook {hangs.__qualname__} was cut off after {bound:g} s",
     ]
+
+
+async def test_the_shutdown_waits_only_for_its_own_loops_hooks() -> None:
+    """Hooks running in another thread's event loop (a second server in the same process) are
+    that loop's shutdown's to wait for, not this one's."""
+    started, release = threading.Event(), threading.Event()
+
+    async def waits(record: CloseRecord) -> None:
+        started.set()
+        await asyncio.to_thread(release.wait, 5)
+
+    def other_server() -> None:
+        asyncio.run(serve_once(WebSocketCloseMiddleware(accept_and_return, on_close=waits)))
+
+    thread = threading.Thread(target=other_server)
+    thread.start()
+    try:
+        assert started.wait(5)
+        assert hooks_module.pending() == 1
+        began = time.monotonic()
+        sent = await lifespan_shutdown(WebSocketCloseMiddleware(lifespan_app))
+        assert [kind for _, kind in sent][-1] == "lifespan.shutdown.complete"
+        assert sent[-1][0] - began < hooks_module.ASYNC_HOOK_WAIT / 2  # it did not wait on it
+        assert hooks_module.pending() == 1  # the other loop's hook still runs
+    finally:
+        release.set()
+        thread.join(5)

@@ -179,10 +179,15 @@ async def wait_for_pending() -> None:
     itself within :data:`ASYNC_HOOK_WAIT` of its start, so one such wait is the bound; runs
     that start meanwhile (a connection ending late) are waited for within the same bound.
     """
+    if not under_asyncio():  # trio: no hook outlives its connection's task there
+        return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ASYNC_HOOK_WAIT
-    while _running and loop.time() < deadline:
-        await asyncio.wait(set(_running), timeout=deadline - loop.time())
+    for _ in range(1000):  # again for runs that started meanwhile, within the same deadline
+        ours = {task for task in _running if task.get_loop() is loop}  # not another thread's
+        if not ours or loop.time() >= deadline:
+            return
+        await asyncio.wait(ours, timeout=deadline - loop.time())
 
 
 def hook_name(hook: object) -> str:
