@@ -7,17 +7,18 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal, TypeAlias
 
 import anyio
 from starlette.types import Message, Scope
 
-from . import drain, unwritten
+from . import deadlines, drain, unwritten
 from .closelog import LOGGER_NAME, log_record, report_failure
-from .connection import CloseInstead, Connection, Ending
+from .connection import DRAINING_REASON, CloseInstead, Connection, Ending
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .options import MaxMessageSize, check_options, limit_for
+from .policies import OVER_CAPACITY, Count, Policies, Rate, Seconds
 from .record import CloseRecord
 from .server import Server
 
@@ -31,6 +32,10 @@ ASGIApplication: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
+
+#: The ``Retry-After`` of a handshake refused over a connection cap, in seconds: clients should
+#: back off further themselves (closeguard.codes says how).
+CAPACITY_RETRY_AFTER = 5
 
 #: How long a close may take while the server tears the task down (a cancellation): the
 #: client should get a code it retries, but a shutdown must not wait on it.
@@ -63,6 +68,15 @@ class WebSocketCloseMiddleware:
         logger: logging.Logger | None = None,
         drain_window: float = 10.0,
         drain_file: str | os.PathLike[str] | None = None,
+        idle_timeout: Seconds = None,
+        max_lifetime: Seconds = None,
+        first_message_timeout: Seconds = None,
+        max_connections: Count = None,
+        max_connections_per_client: Count = None,
+        client_key: Callable[[Scope], Hashable] | None = None,
+        max_messages_per_second: Rate = None,
+        max_bytes_per_second: Rate = None,
+        rate_burst: float = 1.0,
     ) -> None:
         check_options(
             app,
@@ -79,6 +93,17 @@ class WebSocketCloseMiddleware:
         self.reraise = reraise
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.hooks = Hooks(on_close, self.logger)
+        self.policies = Policies(
+            idle_timeout=idle_timeout,
+            max_lifetime=max_lifetime,
+            first_message_timeout=first_message_timeout,
+            max_connections=max_connections,
+            max_connections_per_client=max_connections_per_client,
+            client_key=client_key,
+            max_messages_per_second=max_messages_per_second,
+            max_bytes_per_second=max_bytes_per_second,
+            rate_burst=rate_burst,
+        )
         self.drain_window = float(drain_window)
         self.drain_file = None if drain_file is None else os.fspath(drain_file)
 
@@ -102,9 +127,12 @@ class WebSocketCloseMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            limit, bad_limit = self.limit_for(scope), None
-        except ValueError as error:  # the handshake fails (HTTP 500), with its record
-            limit, bad_limit = None, error
+            limit = self.limit_for(scope)
+            limits = self.policies.limits_for(scope)
+            counted = self.policies.admit(scope)
+            bad_option = None
+        except ValueError as error:  # a callable option's nonsense: the handshake fails
+            limit, limits, counted, bad_option = None, None, [], error  # (HTTP 500), recorded
         conn = Connection(
             started=time.perf_counter(),
             connection_id=os.urandom(16).hex(),
@@ -120,10 +148,17 @@ class WebSocketCloseMiddleware:
         unwritten.remember(conn, self.write_record_at_exit, self.hooks)
         if self.drain_file is not None:
             drain.watch_file(self.drain_file)
-        if drain.draining():
+        if drain.draining() or counted is None:
+            # Turned away before the app runs, with a refusal clients retry elsewhere or later.
+            reason, retry_after = (
+                (DRAINING_REASON, self.drain_window)
+                if counted is not None
+                else (OVER_CAPACITY, CAPACITY_RETRY_AFTER)
+            )
             try:
-                await drain.refuse(server, scope, self.drain_window)
+                await server.refuse(scope, reason, retry_after)
             finally:
+                self.policies.release(counted or [])
                 await self._end(server, conn.app_ends(None), None)
             return
 
@@ -134,7 +169,7 @@ class WebSocketCloseMiddleware:
                 if answer is message:
                     return message
                 if isinstance(answer, CloseInstead):
-                    await server.send_close(answer.close)
+                    await server.send_close(answer.close, fallback=answer.fallback)
                 # None: what arrived after a close went out; read on.
             return conn.app_disconnect
 
@@ -149,24 +184,32 @@ class WebSocketCloseMiddleware:
             outgoing = conn.app_sends(message)  # accept, close, refusal, or data it refuses
             if outgoing is not None:
                 await server.send(outgoing)
+                if limits is not None and conn.accepted and conn.watch is None:
+                    deadlines.watch(server, limits)  # the policies' clock starts at accept
 
         drain.opened(server, self.drain_window)
         try:
-            if bad_limit is not None:
-                raise bad_limit
+            if bad_option is not None:
+                raise bad_option
             await self.app(scope, guarded_receive, guarded_send)
         except BaseException as exc:
-            drain.closed(server)
+            self._leave(server, counted)
             ending = conn.app_ends(exc)
             await self._end(server, ending, exc)
             if ending.reraise:
                 raise
         else:
-            drain.closed(server)
+            self._leave(server, counted)
             await self._end(server, conn.app_ends(None), None)
         if server.error is not None:
             # A close the server would not send (daphne): its own error path closes, with 1011.
             raise server.error from None
+
+    def _leave(self, server: Server, counted: list[Hashable]) -> None:
+        """The app is done: the connection is no longer drained, timed or counted."""
+        drain.closed(server)
+        deadlines.stop(server)
+        self.policies.release(counted)
 
     async def _end(self, server: Server, ending: Ending, exc: BaseException | None) -> None:
         """Send closeguard's close if one is due, then write the one record, whatever

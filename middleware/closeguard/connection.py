@@ -23,6 +23,7 @@ from .codes import (
     check_close,
     substitute_close,
 )
+from .policies import POLICY_CLOSES, Watch
 from .record import CloseRecord, Initiator
 
 if sys.version_info >= (3, 11):
@@ -101,6 +102,10 @@ class CloseInstead(NamedTuple):
 
     close: Message
     disconnect: Message
+    #: Whether a code the server refuses (daphne: 1001-1014) goes out as 1000 with the same
+    #: reason: so for a drain and the close policies, whose reason tells a client what to do.
+    #: A 1009 goes the server's own way instead: daphne's 1011.
+    fallback: bool = False
 
 
 def message_size(message: Message) -> int:
@@ -175,6 +180,7 @@ class Connection:
         "started",
         "state",
         "violation",
+        "watch",
     )
 
     def __init__(
@@ -214,6 +220,8 @@ class Connection:
         #: Once closeguard closed (1009, a drain), what the app hears in place of anything the
         #: server delivers after: the same disconnect, on every receive.
         self.app_disconnect: Message | None = None
+        #: The close policies' clock for this connection, once it is open (None: no policy).
+        self.watch: Watch | None = None
         self.bytes_sent = 0
 
     # What the app sends ------------------------------------------------------------------
@@ -320,13 +328,17 @@ class Connection:
             size = message_size(message)
             limit = self.max_message_size
             if limit is None or size <= limit:
+                if self.watch is not None:
+                    broken = self.watch.heard_from_client(size)
+                    if broken is not None and self.state is State.OPEN:
+                        return self._close_instead(POLICY_CLOSES[broken], broken)
                 self.messages_received += 1
                 self.bytes_received += size
                 return message
             if self.state is not State.OPEN:
                 return None
             reason = f"message exceeds the limit of {limit} bytes"
-            return self._close_instead(CloseCode.MESSAGE_TOO_BIG, reason)
+            return self._close_instead(CloseCode.MESSAGE_TOO_BIG, reason, fallback=False)
         if kind == "websocket.disconnect":
             self._server_disconnects(message)
         return message
@@ -423,6 +435,13 @@ class Connection:
             return None
         return self._close_instead(CloseCode.SERVICE_RESTART, DRAINING_REASON)
 
+    def policy_closes(self, policy: str) -> CloseInstead | None:
+        """A close policy's deadline passed (:mod:`closeguard.policies`): an open connection
+        is closed with its code and its name as the reason, and the app hears the same."""
+        if self.state is not State.OPEN:
+            return None
+        return self._close_instead(POLICY_CLOSES[policy], policy)
+
     def middleware_denies(self, status: int, reason: str) -> None:
         """closeguard answered the handshake with its own HTTP response (503 during a drain),
         before the app ran."""
@@ -489,11 +508,11 @@ class Connection:
         self._ended(code, reason, initiator)
         return close_message(code, reason)
 
-    def _close_instead(self, code: CloseCode, reason: str) -> CloseInstead:
+    def _close_instead(self, code: CloseCode, reason: str, fallback: bool = True) -> CloseInstead:
         """closeguard closes, and the app hears the same close as a disconnect from now on."""
         close = self._close(code, reason)
         self.app_disconnect = {**close, "type": "websocket.disconnect"}
-        return CloseInstead(close, self.app_disconnect)
+        return CloseInstead(close, self.app_disconnect, fallback)
 
     # The record ---------------------------------------------------------------------------
 

@@ -18,9 +18,6 @@ import os
 import random
 import time
 
-from starlette.types import Scope
-
-from .connection import DRAINING_REASON
 from .server import Server
 
 __all__ = ["draining", "start_drain"]
@@ -81,30 +78,6 @@ def closed(server: Server) -> None:
         connections.pop(server, None)
 
 
-async def refuse(server: Server, scope: Scope, window: float) -> None:
-    """Turn a handshake away during a drain, before the app runs, so the client goes elsewhere:
-    HTTP 503 with ``Retry-After`` where the server offers the ``websocket.http.response``
-    extension (a refusal clients retry; a bare close before accept is HTTP 403, which the
-    websockets client and browsers take as final), else accept and close at once with 1013."""
-    conn = server.conn
-    message = await server.receive()  # websocket.connect, or the client gone already
-    if conn.server_delivers(message) is not message or message["type"] != "websocket.connect":
-        return
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        conn.middleware_denies(503, DRAINING_REASON)
-        retry_after = str(max(1, math.ceil(window))).encode()
-        headers = [(b"retry-after", retry_after), (b"content-type", b"text/plain; charset=utf-8")]
-        await server.send(
-            {"type": "websocket.http.response.start", "status": 503, "headers": headers}
-        )
-        await server.send({"type": "websocket.http.response.body", "body": b"draining\n"})
-        return
-    await server.send({"type": "websocket.accept"})
-    answer = conn.middleware_refuses_after_accept(DRAINING_REASON)
-    if answer is not None:
-        await server.send_close(answer.close, fallback=True)
-
-
 def _start_drainer(loop: asyncio.AbstractEventLoop) -> None:
     _keep(loop.create_task(_drain(dict(_open.get(loop, {})))))
 
@@ -128,13 +101,9 @@ async def _drain(connections: dict[Server, float]) -> None:
         delay = at - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        _keep(loop.create_task(_close(server)))
-
-
-async def _close(server: Server) -> None:
-    answer = server.conn.process_drains()
-    if answer is not None:  # else it ended on its own meanwhile
-        await server.send_close(answer.close, fallback=True)
+        answer = server.conn.process_drains()
+        if answer is not None:  # else it ended on its own meanwhile
+            server.close_soon(answer)
 
 
 def _keep(task: asyncio.Task[None]) -> None:

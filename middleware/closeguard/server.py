@@ -4,17 +4,23 @@ boundary, so that the core stays the same for all of them."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+
 import anyio
-from starlette.types import Message, Receive, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .codes import CloseCode
-from .connection import Connection
+from .connection import CloseInstead, Connection
 
 __all__ = ["Server"]
 
 #: How long to wait, after a send found the peer gone, for the server to say how the
 #: connection ended. Every server measured has queued that report by the time send raises.
 SERVER_REPORT_WAIT = 1.0
+
+#: Closes handed over from outside the app's task, kept from the garbage collector until done.
+_closing: set[asyncio.Task[None]] = set()
 
 
 def refuses_code(error: Exception, code: object) -> bool:
@@ -51,6 +57,40 @@ class Server:
             # Only now: a server may refuse an accept (a header it cannot send), and then the
             # client gets the server's answer, not a WebSocket.
             self.conn.server_accepts()
+
+    def close_soon(self, answer: CloseInstead) -> None:
+        """Hand closeguard's own close to the server from outside the app's task (a drain, a
+        policy's deadline): in a task of its own, kept until it is done."""
+        closing = self.send_close(answer.close, fallback=answer.fallback)
+        task = asyncio.get_running_loop().create_task(closing)
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+    async def refuse(self, scope: Scope, reason: str, retry_after: float) -> None:
+        """Turn a handshake away before the app runs (a drain, a full connection cap), so the
+        client retries later or elsewhere: HTTP 503 with ``Retry-After`` where the server offers
+        the ``websocket.http.response`` extension (a bare close before accept is HTTP 403, which
+        the websockets client and browsers take as final), else accept and close at once with
+        1013 (Try Again Later). The reason says why, in the body or the close."""
+        conn = self.conn
+        message = await self.receive()  # websocket.connect, or the client gone already
+        if conn.server_delivers(message) is not message or message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            conn.middleware_denies(503, reason)
+            seconds = str(max(1, math.ceil(retry_after))).encode()
+            headers = [(b"retry-after", seconds), (b"content-type", b"text/plain; charset=utf-8")]
+            await self.send(
+                {"type": "websocket.http.response.start", "status": 503, "headers": headers}
+            )
+            await self.send(
+                {"type": "websocket.http.response.body", "body": f"{reason}\n".encode()}
+            )
+            return
+        await self.send({"type": "websocket.accept"})
+        answer = conn.middleware_refuses_after_accept(reason)
+        if answer is not None:
+            await self.send_close(answer.close, fallback=True)
 
     async def send_close(self, message: Message, *, fallback: bool = False) -> None:
         """Hand over closeguard's own close. A peer already gone is no error here. With
