@@ -1052,6 +1052,7 @@ async def test_the_counts_follow_the_cores_size_rule(payload: str | bytes) -> No
     guarded = WebSocketCloseMiddleware(echo, max_message_size=None, on_close=records.append)
     await guarded({"type": "websocket", "path": "/size"}, server_receive, server_send)
     size = message_size(message)
+    assert size is not None
     (record,) = records
     assert (record.messages_received, record.bytes_received) == (2, 2 * size)
     assert (record.messages_sent, record.bytes_sent) == (2, 2 * size)

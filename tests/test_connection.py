@@ -628,10 +628,11 @@ def test_text_is_measured_in_utf8_bytes(text: str, size: int) -> None:
         ({"type": "websocket.receive", "bytes": b""}, 0),
         ({"type": "websocket.receive", "text": None, "bytes": b"ab"}, 2),
         ({"type": "websocket.send", "bytes": None, "text": "é"}, 2),
-        ({"type": "websocket.send"}, 0),
+        ({"type": "websocket.send"}, None),  # no payload: not data
+        ({"type": "websocket.disconnect", "code": 1000}, None),
     ],
 )
-def test_message_size_takes_text_or_bytes(message: dict[str, object], size: int) -> None:
+def test_message_size_takes_text_or_bytes(message: dict[str, object], size: int | None) -> None:
     assert message_size(message) == size
 
 

@@ -108,13 +108,15 @@ class CloseInstead(NamedTuple):
     fallback: bool = False
 
 
-def message_size(message: Message) -> int:
+def message_size(message: Message) -> int | None:
     """The payload of a ``websocket.receive`` or ``websocket.send`` message in bytes on the
-    wire: text as UTF-8. ``isascii`` is O(1) in CPython, so only other text is encoded (a lone
-    surrogate counts as the 3 bytes a lenient encoder writes)."""
+    wire: text as UTF-8; None for a message that carries no data (a connect, a disconnect).
+    ``isascii`` is O(1) in CPython, so only other text is encoded (a lone surrogate counts as
+    the 3 bytes a lenient encoder writes)."""
     text = message.get("text")
     if text is None:
-        return len(message.get("bytes") or b"")
+        data = message.get("bytes")
+        return None if data is None else len(data)
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
@@ -233,7 +235,7 @@ class Connection:
         others: the wrapper's own test of the message's type would cost more, measured.)"""
         if self.state is State.OPEN and message["type"] == "websocket.send":
             self.messages_sent += 1
-            self.bytes_sent += message_size(message)
+            self.bytes_sent += message_size(message) or 0  # 0: a send with no payload at all
             return True
         return False
 
@@ -246,9 +248,7 @@ class Connection:
         """
         kind = message["type"]
         if kind == "websocket.send":
-            if self.state is State.OPEN:
-                self.messages_sent += 1
-                self.bytes_sent += message_size(message)
+            if self.app_sends_data(message):
                 return message
             if self.state in CLOSE_SENT_STATES:
                 who = "closeguard" if self.state is State.CLOSED_BY_MIDDLEWARE else "the app"
@@ -314,18 +314,15 @@ class Connection:
     def server_delivers(self, message: Message) -> Message | CloseInstead | None:
         """What the app gets for a message the server's ``receive`` gave.
 
-        The message itself, counted when it is data; a :class:`CloseInstead` (1009 naming the
-        limit) for data over ``max_message_size``, which the app must never see; or None for
-        what arrives once closeguard closed, and for data over the limit after the app's close:
-        the app hears :attr:`app_disconnect`, or the server's own disconnect, instead.
+        The message itself, counted when it is data; a :class:`CloseInstead` for data the app
+        must never see: over ``max_message_size`` (1009 naming the limit), or over a rate
+        (:mod:`closeguard.policies`); or None to read on: data over the limit after the app's
+        close, or the server's disconnect once closeguard closed (the app hears
+        :attr:`app_disconnect` instead). Data the client sent before closeguard's close reached
+        it is still the app's, as it would be had the app closed.
         """
-        kind = message["type"]
-        if self.app_disconnect is not None:
-            if kind == "websocket.disconnect":
-                self._server_disconnects(message)
-            return None
-        if kind == "websocket.receive":
-            size = message_size(message)
+        size = message_size(message)
+        if size is not None:  # data: the one kind of message the app gets often
             limit = self.max_message_size
             if limit is None or size <= limit:
                 if self.watch is not None:
@@ -339,8 +336,10 @@ class Connection:
                 return None
             reason = f"message exceeds the limit of {limit} bytes"
             return self._close_instead(CloseCode.MESSAGE_TOO_BIG, reason, fallback=False)
-        if kind == "websocket.disconnect":
+        if message["type"] == "websocket.disconnect":
             self._server_disconnects(message)
+            if self.app_disconnect is not None:  # closeguard closed: the app hears its close
+                return None
         return message
 
     def _server_disconnects(self, message: Message) -> None:
@@ -376,7 +375,7 @@ class Connection:
             return
         if self.state is State.OPEN and unsent["type"] == "websocket.send":
             self.messages_sent -= 1
-            self.bytes_sent -= message_size(unsent)
+            self.bytes_sent -= message_size(unsent) or 0
         if self.state is State.REFUSED:
             self.http_status = None  # the refusal never reached anyone
         self.state = State.DISCONNECTED
