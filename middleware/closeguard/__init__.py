@@ -12,10 +12,13 @@ from .asgi import MaxMessageSize, WebSocketCloseMiddleware, connection_id
 from .closelog import LOGGER_NAME
 from .codes import (
     MAX_REASON_BYTES,
+    RETRY_CONTRACT,
     CloseCode,
+    CloseContract,
     CodeClass,
     InvalidCloseCode,
     InvalidCloseReason,
+    RetryAdvice,
     check_close,
     classify,
     describe,
@@ -36,6 +39,7 @@ except metadata.PackageNotFoundError:  # imported from a source tree that was ne
 __all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "CloseAlreadySent",
     "CloseCode",
+    "CloseContract",
     "CloseRecord",
     "CodeClass",
     "Initiator",
@@ -44,6 +48,8 @@ __all__ = [  # noqa: RUF022 - plainly sorted, as users read it
     "LOGGER_NAME",
     "MAX_REASON_BYTES",
     "MaxMessageSize",
+    "RETRY_CONTRACT",
+    "RetryAdvice",
     "WebSocketCloseMiddleware",
     "check_close",
     "classify",

@@ -8,14 +8,18 @@ else asks it. The same :func:`check_close` serves the strict mode (raise) and, t
 from __future__ import annotations
 
 from enum import Enum, IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_REASON_BYTES",
+    "POLICY_REASONS",
+    "RETRY_CONTRACT",
     "CloseCode",
+    "CloseContract",
     "CodeClass",
     "InvalidCloseCode",
     "InvalidCloseReason",
+    "RetryAdvice",
     "check_close",
     "classify",
     "describe",
@@ -215,3 +219,163 @@ def substitute_close(code: object, reason: object) -> tuple[int, str]:
         new_code = CloseCode.INTERNAL_ERROR
     new_reason = truncate_utf8(reason) if isinstance(reason, str) else ""
     return int(new_code), new_reason
+
+
+# The retry contract ---------------------------------------------------------------------------
+
+
+class RetryAdvice(Enum):
+    """What a client should do after one of closeguard's closes (or refusals)."""
+
+    #: The service is fine, this connection ended: open a new one now, after a random wait
+    #: of up to a second or so, so that the clients ended together do not return together.
+    RECONNECT = "reconnect now, with jitter"
+    #: The service is busy or going away: retry with exponential backoff and full jitter.
+    BACK_OFF = "back off and retry"
+    #: The client did something the service will not take: retrying the same thing gets the
+    #: same close. Change something first (authenticate, send less) or give up.
+    DO_NOT_RETRY = "do not retry without a change"
+
+
+class CloseContract(NamedTuple):
+    """One close (or refusal) that closeguard, its drain or a policy sends, and what it means."""
+
+    #: The close code on the wire; None for a handshake refused with HTTP.
+    code: int | None
+    #: The HTTP status of a refused handshake; None for a close.
+    http_status: int | None
+    #: The reason on the wire (or the body of the refusal), a token a program can match.
+    #: ``{limit}`` stands for the route's message size limit.
+    reason: str
+    #: Who sends it, and when.
+    sent_when: str
+    advice: RetryAdvice
+    #: The code daphne's clients get instead (daphne sends only 1000 and 3000-4999, drops every
+    #: reason, and cannot refuse a handshake with HTTP); 1006 where no Close frame comes.
+    under_daphne: int
+
+
+#: The reasons of the drain's and the policies' closes: the only reasons a metric may carry as
+#: a label, since every other reason is the app's or the client's free text.
+POLICY_REASONS = frozenset(
+    {
+        "draining",
+        "first_message_timeout",
+        "idle_timeout",
+        "max_lifetime",
+        "over_capacity",
+        "rate_limited",
+    }
+)
+
+_CONNECTION_CAP = "a connection cap (max_connections, max_connections_per_client) is full"
+_NO_HTTP = ", where the server cannot refuse a handshake with HTTP"
+
+#: Every close closeguard, its drain or a policy sends, with the advice a client should follow.
+#: The docs' retry contract page is this table; tests/test_retry_contract.py keeps them equal.
+RETRY_CONTRACT: tuple[CloseContract, ...] = (
+    CloseContract(
+        CloseCode.SERVICE_RESTART,
+        None,
+        "draining",
+        "the drain, to each open connection, spread over drain_window",
+        RetryAdvice.RECONNECT,
+        1000,
+    ),
+    CloseContract(
+        None,
+        503,
+        "draining",
+        "the drain, to a new handshake (Retry-After: the window)",
+        RetryAdvice.BACK_OFF,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.TRY_AGAIN_LATER,
+        None,
+        "draining",
+        "the drain, to a new handshake, just after accept" + _NO_HTTP,
+        RetryAdvice.BACK_OFF,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.GOING_AWAY,
+        None,
+        "idle_timeout",
+        "idle_timeout: no data message from the client for that long",
+        RetryAdvice.RECONNECT,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.GOING_AWAY,
+        None,
+        "max_lifetime",
+        "max_lifetime: the connection is that old (up to a tenth earlier, as jitter)",
+        RetryAdvice.RECONNECT,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.POLICY_VIOLATION,
+        None,
+        "first_message_timeout",
+        "first_message_timeout: no data message within that long of accept",
+        RetryAdvice.DO_NOT_RETRY,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.POLICY_VIOLATION,
+        None,
+        "rate_limited",
+        "max_messages_per_second or max_bytes_per_second: the client sent faster",
+        RetryAdvice.DO_NOT_RETRY,
+        1000,
+    ),
+    CloseContract(
+        None,
+        503,
+        "over_capacity",
+        _CONNECTION_CAP + " (Retry-After: 5)",
+        RetryAdvice.BACK_OFF,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.TRY_AGAIN_LATER,
+        None,
+        "over_capacity",
+        _CONNECTION_CAP + ", just after accept" + _NO_HTTP,
+        RetryAdvice.BACK_OFF,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.SERVICE_RESTART,
+        None,
+        "server shutdown",
+        "the server cancels an open connection's task at its shutdown (hypercorn)",
+        RetryAdvice.RECONNECT,
+        1006,
+    ),
+    CloseContract(
+        CloseCode.NORMAL_CLOSURE,
+        None,
+        "",
+        "the app returned without closing",
+        RetryAdvice.DO_NOT_RETRY,
+        1000,
+    ),
+    CloseContract(
+        CloseCode.MESSAGE_TOO_BIG,
+        None,
+        "message exceeds the limit of {limit} bytes",
+        "the client sent a message over the route's max_message_size",
+        RetryAdvice.DO_NOT_RETRY,
+        1011,
+    ),
+    CloseContract(
+        CloseCode.INTERNAL_ERROR,
+        None,
+        "internal error",
+        "the app raised after accept",
+        RetryAdvice.BACK_OFF,
+        1011,
+    ),
+)
