@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from bench.harness import free_port, raise_fd_limit, running
 from bench.rawws import RawClient, blocking_handshake
@@ -365,3 +366,44 @@ def test_a_shutdown_within_the_legacy_close_timeout_reports_1012(tmp_path: Path)
         sock.close()
         found = records(server, token)
     assert [(line["code"], line["initiator"]) for line in found] == [(1012, "server")]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(
+            "uvicorn-websockets",
+            marks=pytest.mark.xfail(
+                reason="uvicorn's legacy websockets implementation takes closeguard's teardown "
+                "1012 after its own without a word, so the record says closeguard's reason, "
+                "'server shutdown', where the client got uvicorn's bare 1012 (docs/servers.md)",
+                strict=True,
+            ),
+        ),
+        "uvicorn-websockets-sansio",
+        "uvicorn-wsproto",
+    ],
+)
+async def test_a_connection_cancelled_at_the_graceful_timeout_records_what_the_client_got(
+    kind: str, tmp_path: Path
+) -> None:
+    """The app works on without reading: uvicorn's shutdown sends 1012 to the client and
+    queues it for the app, which never reads it; at the graceful timeout uvicorn cancels it."""
+    token = uuid.uuid4().hex[:12]
+    env = {"UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1"}
+    with run_server(kind, tmp_path, env=env) as server:
+        async with connect(f"{server.url}/busy/{token}") as client:
+            await asyncio.sleep(0.3)
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(client.recv(), 10)
+        await asyncio.to_thread(server.process.wait, 20)
+        found = records(server, token)
+    received = closed.value.rcvd
+    assert received is not None
+    [line] = found
+    assert (line["code"], line["reason"], line["initiator"]) == (
+        received.code,
+        received.reason,
+        "server",
+    )

@@ -146,6 +146,12 @@ async def echo_text(websocket: WebSocket) -> None:
         await websocket.send_text(await websocket.receive_text())
 
 
+async def busy(websocket: WebSocket) -> None:
+    """Accept, then work a minute without reading: a server's shutdown must cancel it."""
+    await websocket.accept()
+    await asyncio.sleep(60)
+
+
 async def ticker(websocket: WebSocket) -> None:
     """Only sends, never reads: a client's close reaches it as a failed send."""
     await websocket.accept()
@@ -223,6 +229,7 @@ def scenarios() -> Starlette:
             WebSocketRoute("/small/echo/{token}", echo),
             WebSocketRoute("/echo-text/{token}", echo_text),
             WebSocketRoute("/ticker/{token}", ticker),
+            WebSocketRoute("/busy/{token}", busy),
             WebSocketRoute("/bad-accept/{kind}/{token}", bad_accept),
             WebSocketRoute("/slow-accept/{token}", slow_accept),
             WebSocketRoute("/flood/{then}/{token}", flood),
