@@ -352,7 +352,7 @@ def test_text_format_and_level_are_honoured(tmp_path: Path) -> None:
 
 
 async def test_metrics_count_the_closes_this_service_made(service: AppProcess) -> None:
-    counted = 'closeguard_websocket_closes_total{code="4999",initiator="app"} 1.0'
+    counted = 'closeguard_websocket_closes_total{code="4999",initiator="app",policy="none"} 1.0'
     assert counted not in http_get(f"{service.http}/metrics")[2]
     await talk(f"{service.ws}/ws/close?code=4999&reason=counted")
     text = scrape_until(service, counted, "closeguard_websocket_open_connections 0.0")

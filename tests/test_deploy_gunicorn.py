@@ -172,7 +172,9 @@ async def test_closes_on_the_wire_and_one_json_record_each(tmp_path: Path) -> No
     assert any("Booting worker" in line["message"] for line in everything)
 
 
-RAISED_THREE_TIMES = 'closeguard_websocket_closes_total{code="1011",initiator="middleware"} 3.0'
+RAISED_THREE_TIMES = (
+    'closeguard_websocket_closes_total{code="1011",initiator="middleware",policy="none"} 3.0'
+)
 
 
 def dead(pid: int) -> bool:

@@ -140,15 +140,16 @@ async def test_channels_example_serves_browsers_and_refuses_other_origins(
 async def test_prometheus_example_counts_the_websocket_it_serves(tmp_path: Path) -> None:
     with uvicorn("prometheus_app:app", tmp_path) as host:
         echo = await talk(f"ws://{host}/ws/echo", ("hi",), expect_replies=1, close=(1000, ""))
+        counted = 'closeguard_websocket_closes_total{code="1000",initiator="client",policy="none"}'
         lines = []
         deadline = time.monotonic() + 5  # the count follows the client's close by a moment
         while time.monotonic() < deadline:
             lines = http_text(f"http://{host}/metrics").splitlines()
-            if 'closeguard_websocket_closes_total{code="1000",initiator="client"} 1.0' in lines:
+            if f"{counted} 1.0" in lines:
                 break
             await asyncio.sleep(0.05)
     assert echo.messages == ("hi",)
-    assert 'closeguard_websocket_closes_total{code="1000",initiator="client"} 1.0' in lines
+    assert f"{counted} 1.0" in lines
     assert "closeguard_websocket_open_connections 0.0" in lines
     # The counter's help names every initiator the page's table lists, as the record has them.
     [help_line] = [
@@ -162,7 +163,9 @@ async def test_both_metrics_example_counts_a_refused_handshake(tmp_path: Path) -
         refused = await talk(f"ws://{host}/ws/nowhere")
         lines = http_text(f"http://{host}/metrics").splitlines()
     assert refused.status == 403
-    assert 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0' in lines
+    assert (
+        'closeguard_websocket_closes_total{code="none",initiator="app",policy="none"} 1.0' in lines
+    )
 
 
 async def test_the_testing_page_app_says_goodbye_under_uvicorn(tmp_path: Path) -> None:

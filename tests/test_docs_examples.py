@@ -140,7 +140,10 @@ def test_prometheus_counts_a_refused_handshake() -> None:
             pass
         response = client.get("/metrics")
     assert response.status_code == 200
-    assert 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0' in response.text
+    assert (
+        'closeguard_websocket_closes_total{code="none",initiator="app",policy="none"} 1.0'
+        in response.text
+    )
 
 
 def with_global_otel_sdk(module: str) -> dict[str, Any]:
@@ -175,7 +178,7 @@ def test_opentelemetry_counts_the_close_and_puts_it_on_the_server_span() -> None
 
 
 def test_prometheus_and_opentelemetry_both_count_a_refused_handshake() -> None:
-    refused = 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0'
+    refused = 'closeguard_websocket_closes_total{code="none",initiator="app",policy="none"} 1.0'
     with TestClient(both_metrics_app.app) as client:  # no OpenTelemetry SDK in this process
         with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws/nowhere"):
             pass

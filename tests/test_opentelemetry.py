@@ -43,7 +43,7 @@ from closeguard.opentelemetry import (
 )
 from closeguard.prometheus import OpenConnectionsMiddleware as CountOpenPrometheus
 from closeguard.prometheus import PrometheusCloseMetrics
-from tests.conftest import talk
+from tests.conftest import serve, talk
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientClose
 
@@ -217,6 +217,34 @@ async def test_an_exception_is_counted_as_closeguards_1011(telemetry: Telemetry)
     assert telemetry.closes() == {attrs(code=1011, initiator="middleware"): 1}
 
 
+async def test_a_policy_close_is_counted_under_the_policy_s_name(telemetry: Telemetry) -> None:
+    """Only closeguard's own closes with a policy's reason: an app's close with the same words
+    has no policy attribute, so the attribute never carries text closeguard did not write."""
+    metrics = OpenTelemetryCloseMetrics(meter_provider=telemetry.meter_provider)
+
+    async def hold(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def pretend(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "rate_limited")
+
+    app = WebSocketCloseMiddleware(
+        Starlette(routes=[WebSocketRoute("/first", hold), WebSocketRoute("/pretend", pretend)]),
+        first_message_timeout=0.3,
+        on_close=metrics.on_close,
+    )
+    with serve(app, "websockets-sansio") as url:
+        assert (await talk(f"{url}/first")).close == (1008, "first_message_timeout")
+        assert (await talk(f"{url}/pretend")).close == (4000, "rate_limited")
+    assert telemetry.closes() == {
+        attrs(code=1008, initiator="middleware", policy="first_message_timeout"): 1,
+        attrs(code=4000, initiator="app"): 1,
+    }
+
+
 async def test_a_client_close_is_counted_with_the_clients_code(telemetry: Telemetry) -> None:
     app = close_app(OpenTelemetryCloseMetrics(meter_provider=telemetry.meter_provider))
     await run(app, "/hold", FakeServer(client=[CLIENT_CLOSE]))
@@ -364,7 +392,7 @@ async def test_prometheus_and_opentelemetry_count_the_same_connections(
         attrs(code=1011, initiator="middleware"): 1,
     }
     for code, initiator in [("4321", "client"), ("1011", "middleware")]:
-        labels = {"code": code, "initiator": initiator}
+        labels = {"code": code, "initiator": initiator, "policy": "none"}
         assert registry.get_sample_value("closeguard_websocket_closes_total", labels) == 1.0
     assert registry.get_sample_value("closeguard_websocket_open_connections") == 0.0
     assert telemetry.open_connections() == [0]

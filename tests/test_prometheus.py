@@ -88,14 +88,68 @@ async def test_closes_durations_and_open_connections_after_real_connections() ->
             await second.close(1000)
         text = await wait_for_line(registry, "closeguard_websocket_open_connections 0.0")
 
-    assert 'closeguard_websocket_closes_total{code="4000",initiator="app"} 2.0' in text
-    assert 'closeguard_websocket_closes_total{code="1011",initiator="middleware"} 1.0' in text
-    assert 'closeguard_websocket_closes_total{code="none",initiator="app"} 1.0' in text
-    assert 'closeguard_websocket_closes_total{code="4321",initiator="client"} 1.0' in text
-    assert 'closeguard_websocket_closes_total{code="1000",initiator="client"} 1.0' in text
+    assert (
+        'closeguard_websocket_closes_total{code="4000",initiator="app",policy="none"} 2.0' in text
+    )
+    assert (
+        'closeguard_websocket_closes_total{code="1011",initiator="middleware",policy="none"} 1.0'
+        in text
+    )
+    assert (
+        'closeguard_websocket_closes_total{code="none",initiator="app",policy="none"} 1.0' in text
+    )
+    assert (
+        'closeguard_websocket_closes_total{code="4321",initiator="client",policy="none"} 1.0'
+        in text
+    )
+    assert (
+        'closeguard_websocket_closes_total{code="1000",initiator="client",policy="none"} 1.0'
+        in text
+    )
     assert "closeguard_websocket_connection_duration_seconds_count 6.0" in text
     assert 'closeguard_websocket_connection_duration_seconds_bucket{le="+Inf"} 6.0' in text
     assert "# TYPE closeguard_websocket_open_connections gauge" in text
+
+
+async def test_closes_are_split_by_the_policy_that_ended_them_and_by_nothing_else() -> None:
+    """A policy's close is counted under its name; the same words as an app's or a client's
+    reason are not a policy, so the label never carries text closeguard did not write."""
+    registry = CollectorRegistry()
+    metrics = PrometheusCloseMetrics(registry=registry)
+
+    async def hold(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def pretend(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "idle_timeout")
+
+    app = WebSocketCloseMiddleware(
+        Starlette(
+            routes=[
+                WebSocketRoute("/idle", hold),
+                WebSocketRoute("/quiet", hold),
+                WebSocketRoute("/pretend", pretend),
+            ]
+        ),
+        idle_timeout=lambda scope: 0.3 if scope["path"] == "/idle" else None,
+        on_close=metrics.on_close,
+    )
+    with serve(app, "websockets-sansio") as url:
+        assert (await talk(f"{url}/idle")).close == (1001, "idle_timeout")
+        assert (await talk(f"{url}/pretend")).close == (4000, "idle_timeout")
+        async with connect(f"{url}/quiet") as ws:
+            await ws.close(1001, "rate_limited")
+    text = lines(registry)
+    closes = sorted(line for line in text if line.startswith("closeguard_websocket_closes_total"))
+    assert closes == [
+        'closeguard_websocket_closes_total{code="1001",initiator="client",policy="none"} 1.0',
+        'closeguard_websocket_closes_total{code="1001",initiator="middleware",'
+        'policy="idle_timeout"} 1.0',
+        'closeguard_websocket_closes_total{code="4000",initiator="app",policy="none"} 1.0',
+    ]
 
 
 def test_metrics_can_be_created_unregistered_and_renamed() -> None:
@@ -129,7 +183,7 @@ async def test_workers_share_their_metrics_through_the_multiprocess_directory(
         for _ in range(8):
             seen = await talk(f"ws://127.0.0.1:{port}/ws/close?code=4000&reason=w")
             assert seen.close == (4000, "w")
-        counted = 'closeguard_websocket_closes_total{code="4000",initiator="app"} 8.0'
+        counted = 'closeguard_websocket_closes_total{code="4000",initiator="app",policy="none"} 8.0'
         # Six connections held open at once: the live gauge is summed over the workers.
         async with AsyncExitStack() as stack:
             opening = [connect(f"ws://127.0.0.1:{port}/ws/echo") for _ in range(6)]
@@ -167,8 +221,12 @@ def test_the_values_of_several_processes_are_summed(tmp_path: Path) -> None:
 
     text = exposition(multiprocess_dir=str(tmp_path))[0].decode().splitlines()
 
-    assert 'closeguard_websocket_closes_total{code="4000",initiator="app"} 5.0' in text
-    assert 'closeguard_websocket_closes_total{code="1000",initiator="app"} 1.0' in text
+    assert (
+        'closeguard_websocket_closes_total{code="4000",initiator="app",policy="none"} 5.0' in text
+    )
+    assert (
+        'closeguard_websocket_closes_total{code="1000",initiator="app",policy="none"} 1.0' in text
+    )
     assert "closeguard_websocket_connection_duration_seconds_count 6.0" in text
     assert "closeguard_websocket_connection_duration_seconds_sum 1.5" in text
 

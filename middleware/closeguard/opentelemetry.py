@@ -24,7 +24,7 @@ from importlib import metadata
 
 from .drain import draining
 from .open_connections import OpenConnectionsMiddleware
-from .record import CloseRecord
+from .record import CloseRecord, policy_of
 
 try:
     from opentelemetry import metrics as otel_metrics
@@ -72,8 +72,9 @@ class OpenTelemetryCloseMetrics:
             "closeguard.websocket.closes",
             unit="{connection}",
             description="WebSocket connections ended, by close code (absent when no Close frame "
-            "was sent, as for a refused handshake) and by who ended them "
-            "(app, client, middleware, server).",
+            "was sent, as for a refused handshake), by who ended them "
+            "(app, client, middleware, server) and by the policy that ended them "
+            "(draining, idle_timeout, ...; absent for others).",
         )
         self.duration = meter.create_histogram(
             "closeguard.websocket.connection.duration",
@@ -109,6 +110,9 @@ class OpenTelemetryCloseMetrics:
         labels: dict[str, AttributeValue] = {"closeguard.initiator": record.initiator}
         if record.code is not None:
             labels["closeguard.close.code"] = record.code
+        policy = policy_of(record)
+        if policy is not None:
+            labels["closeguard.policy"] = policy
         self.closes.add(1, labels)
         self.duration.record(record.duration)
         span = trace.get_current_span()

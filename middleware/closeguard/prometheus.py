@@ -35,7 +35,7 @@ from prometheus_client import multiprocess as _multiprocess
 
 from .drain import draining
 from .open_connections import OpenConnectionsMiddleware
-from .record import CloseRecord
+from .record import CloseRecord, policy_of
 
 __all__ = ["DURATION_BUCKETS", "OpenConnectionsMiddleware", "PrometheusCloseMetrics", "exposition"]
 
@@ -61,8 +61,9 @@ class PrometheusCloseMetrics:
         self.closes = Counter(
             "websocket_closes",
             "WebSocket connections ended, by close code ('none' when no Close frame was sent, "
-            "as for a refused handshake) and by who ended them (app, client, middleware, server).",
-            ["code", "initiator"],
+            "as for a refused handshake), by who ended them (app, client, middleware, server) "
+            "and by the policy that ended them (draining, idle_timeout, ...; 'none' for others).",
+            ["code", "initiator", "policy"],
             namespace=namespace,
             registry=registry,
         )
@@ -99,7 +100,8 @@ class PrometheusCloseMetrics:
     def on_close(self, record: CloseRecord) -> None:
         """Count one ended connection; pass this as the middleware's ``on_close``."""
         code = "none" if record.code is None else str(record.code)
-        self.closes.labels(code=code, initiator=record.initiator).inc()
+        policy = policy_of(record) or "none"
+        self.closes.labels(code=code, initiator=record.initiator, policy=policy).inc()
         self.duration.observe(record.duration)
         self._write_draining()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+from .codes import POLICY_REASONS
+
 __all__ = ["CloseRecord", "Initiator"]
 
 #: Who ended the connection: the app's own close (or refusal); the client (its close, or a
@@ -52,3 +54,12 @@ class CloseRecord(NamedTuple):
 
 
 FIELD_NAMES = CloseRecord._fields
+
+
+def policy_of(record: CloseRecord) -> str | None:
+    """The drain or policy that ended the connection (its reason token), or None. Only
+    closeguard's own closes, and only the known tokens: a label never carries a reason the app
+    or the client wrote, so the counter has a bounded number of series."""
+    if record.initiator == "middleware" and record.reason in POLICY_REASONS:
+        return record.reason
+    return None
