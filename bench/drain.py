@@ -67,7 +67,7 @@ async def one_run(count: int, window: float, drain: bool, tmp: Path) -> dict[str
     drain_file, log_file = tmp / f"drain-{drain}", tmp / f"records-{drain}.log"
     command = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
     command += ["--variant", "closeguard", "--ws", WS, "--log-file", str(log_file)]
-    command += ["--drain-file", str(drain_file), "--drain-window", str(window)]
+    command += ["--option", f"drain_file={drain_file}", "--option", f"drain_window={window}"]
     process = harness.start(command)
     server = servers.Server("closeguard", WS, process, port)
     try:

@@ -82,9 +82,7 @@ def fields_line_app(log_file: str | None) -> Any:
     return app
 
 
-def build_app(
-    variant: str, log_file: str | None, drain_file: str | None = None, drain_window: float = 10.0
-) -> Any:
+def build_app(variant: str, log_file: str | None, **options: Any) -> Any:
     if variant == "bare":
         return bench_app
     if variant == "reference":
@@ -95,7 +93,17 @@ def build_app(
 
     quiet = variant == "closeguard-quiet"
     logger_to(LOGGER_NAME, log_file, logging.WARNING if quiet else logging.INFO)
-    return WebSocketCloseMiddleware(bench_app, drain_file=drain_file, drain_window=drain_window)
+    return WebSocketCloseMiddleware(bench_app, **options)
+
+
+def number(text: str) -> int | float | str:
+    """An option's value from the command line: a whole number, a number, or text (a path)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main() -> None:
@@ -105,8 +113,13 @@ def main() -> None:
     parser.add_argument("--ws", default="websockets-sansio")
     parser.add_argument("--log-file", default=None)
     parser.add_argument("--tracemalloc", action="store_true")
-    parser.add_argument("--drain-file", default=None, help="closeguard drains when it appears")
-    parser.add_argument("--drain-window", type=float, default=10.0)
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a closeguard option, a number or a path (drain_file=..., idle_timeout=10)",
+    )
     parser.add_argument("--cpu", type=int, default=None, help="pin the server to this core")
     args = parser.parse_args()
     if args.cpu is not None:
@@ -114,7 +127,8 @@ def main() -> None:
     raise_fd_limit()
     if args.tracemalloc:
         tracemalloc.start(1)
-    app = build_app(args.variant, args.log_file, args.drain_file, args.drain_window)
+    options = dict(option.split("=", 1) for option in args.option)
+    app = build_app(args.variant, args.log_file, **{k: number(v) for k, v in options.items()})
     # IPPROTO_TCP, as uvicorn's own bind gets it from getaddrinfo: asyncio only sets
     # TCP_NODELAY on accepted sockets whose proto says TCP (else Nagle adds 40 ms stalls).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

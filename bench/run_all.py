@@ -11,13 +11,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import churn, common, memory, per_message, throughput
+from . import churn, common, drain, memory, per_message, policies, throughput
 
 BENCHMARKS = {
     "per_message": per_message.main,
     "throughput": throughput.main,
     "churn": churn.main,
     "memory": memory.main,
+    "drain": drain.main,
+    "policies": policies.main,
 }
 
 

@@ -223,9 +223,19 @@ class Policies:
         self.rate_burst = float(rate_burst)
         #: Connections open now, by key: ("all",), ("path", path), ("client", key).
         self.open: dict[Hashable, int] = {}
+        clock_options = (idle_timeout, max_lifetime, first_message_timeout)
+        rates = (max_messages_per_second, max_bytes_per_second)
+        #: The limits every connection shares when no option depends on the scope: one tuple,
+        #: not one per connection.
+        self.per_scope = any(map(callable, clock_options + rates))
+        self.shared_limits = None if self.per_scope else self._limits_for({})
+        self.capped = max_connections is not None or max_connections_per_client is not None
 
     def limits_for(self, scope: Scope) -> Limits | None:
         """This connection's clock policies, or None when none applies to it."""
+        return self._limits_for(scope) if self.per_scope else self.shared_limits
+
+    def _limits_for(self, scope: Scope) -> Limits | None:
         limits = Limits(
             resolve(self.idle_timeout, scope, "idle_timeout"),
             resolve(self.max_lifetime, scope, "max_lifetime"),
@@ -239,6 +249,8 @@ class Policies:
     def admit(self, scope: Scope) -> list[Hashable] | None:
         """Count a new connection under each cap that applies to it, and return the keys it
         was counted under; None, counting nothing, when a cap is full."""
+        if not self.capped:
+            return []
         caps: list[tuple[Hashable, int]] = []
         total = resolve_count(self.max_connections, scope, "max_connections")
         if total is not None:
