@@ -407,3 +407,45 @@ async def test_a_connection_cancelled_at_the_graceful_timeout_records_what_the_c
         received.reason,
         "server",
     )
+
+
+# 3 and 4. A hook that hangs, or raises CancelledError, under uvicorn --------------------------
+
+
+def hook_paths(path: Path, token: str, hook: str) -> list[str]:
+    if not path.exists():
+        return []
+    calls = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return sorted(c["path"] for c in calls if token in c["path"] and c["hook"] == hook)
+
+
+@pytest.mark.parametrize("how", ["hang", "thread-30", "cancelled"])
+async def test_a_hook_that_hangs_or_raises_cancelled_costs_no_other_hook(
+    how: str, tmp_path: Path
+) -> None:
+    """The other async hook of the record finishes at once, not after the first one's 5 s, and
+    nothing reaches uvicorn: no "Exception in ASGI application" for a client's clean close."""
+    token = uuid.uuid4().hex[:12]
+    hooks = tmp_path / "hooks.jsonl"
+    with run_server(
+        "uvicorn-websockets-sansio", tmp_path, env={"CLOSEGUARD_TEST_HOOKS": str(hooks)}
+    ) as server:
+        path = f"/hooked/{how}/echo/{token}"
+        async with connect(f"{server.url}{path}") as client:
+            await client.close(1000, "bye")
+        [line] = server.records_for(token)
+        other = hook_paths(hooks, token, "async")
+        await asyncio.sleep(ASYNC_HOOK_WAIT + 0.5)  # the hook's bound, and its log line
+        cut = cut_off(server)
+        output = server.output()
+    assert (line["code"], line["initiator"], line["level"]) == (1000, "client", "INFO")
+    assert other == [path]  # within the record's 0.2 s wait, not after the other's 5 s
+    assert "Exception in ASGI application" not in output
+    assert "Traceback" not in output
+    if how == "cancelled":
+        assert cut == []
+    else:
+        assert cut == [
+            f"closeguard on_close hook on_close_slow was cut off after {ASYNC_HOOK_WAIT:g} s "
+            f"for {line['connection_id']}"
+        ]

@@ -62,13 +62,17 @@ HOOKS = [on_close, on_close_async]
 async def on_close_slow(record: CloseRecord) -> None:
     """A record store as slow as the connection's path says, ``/hooked/{how}/...``: ``sleep-N``
     awaits N seconds; ``thread-N`` blocks a worker thread N seconds, as a blocking driver run
-    through ``run_in_threadpool`` does; ``hang`` never ends and swallows every cancellation.
-    Once done, it writes its call as the "slow" hook."""
+    through ``run_in_threadpool`` does; ``hang`` never ends and swallows every cancellation;
+    ``cancelled`` raises CancelledError of its own. Once done, it writes its call as the "slow"
+    hook."""
     kind, _, seconds = record.path.split("/")[2].partition("-")
     if kind == "sleep":
         await asyncio.sleep(float(seconds))
     elif kind == "thread":
         await run_in_threadpool(time.sleep, float(seconds))
+    elif kind == "cancelled":
+        await anyio.lowlevel.checkpoint()
+        raise asyncio.CancelledError
     elif kind == "hang":
         for _ in range(1000):
             try:
@@ -271,7 +275,9 @@ def build() -> ASGIApp:
                 _strip("/broken-log", inner), logger=_broken_logger(), on_close=HOOKS
             ),
             "/hooked/": WebSocketCloseMiddleware(
-                _strip_segments(2, inner), max_message_size=_limit, on_close=[on_close_slow]
+                _strip_segments(2, inner),
+                max_message_size=_limit,
+                on_close=[on_close_slow, on_close_async],
             ),
         },
         default=WebSocketCloseMiddleware(inner, max_message_size=_limit, on_close=HOOKS),
