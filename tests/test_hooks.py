@@ -19,8 +19,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from closeguard import (
     LOGGER_NAME,
@@ -309,6 +313,22 @@ async def test_a_second_closeguard_on_the_connection_passes_it_through() -> None
     await serve_once(twice)
     assert (len(outer), inner) == (1, [])
     assert ids == [outer[0].connection_id]
+
+
+async def test_closeguard_wrapped_and_in_starlettes_list_writes_one_record() -> None:
+    outer: list[CloseRecord] = []
+    inner: list[CloseRecord] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "bye")
+
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", endpoint)],
+        middleware=[Middleware(WebSocketCloseMiddleware, on_close=inner.append)],
+    )
+    await serve_once(WebSocketCloseMiddleware(app, on_close=outer.append))
+    assert ([(r.code, r.reason) for r in outer], inner) == ([(4000, "bye")], [])
 
 
 # The exceptions, across processes ---------------------------------------------------------------
