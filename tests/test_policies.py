@@ -237,7 +237,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 def limits(**values: float) -> policies.Limits:
     """Limits with only ``values`` on, and a burst of one second."""
-    return policies.Limits(
+    return policies.Limits.of(
         idle_timeout=values.get("idle_timeout"),
         max_lifetime=values.get("max_lifetime"),
         first_message_timeout=values.get("first_message_timeout"),

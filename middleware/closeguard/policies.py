@@ -69,21 +69,38 @@ class Limits(NamedTuple):
     first_message_timeout: float | None
     max_messages_per_second: float | None
     max_bytes_per_second: float | None
-    burst: float
+    #: How deep each token bucket is: ``burst`` seconds of its rate, and at least one message.
+    message_depth: float
+    byte_depth: float
+    #: Whether a rate is set: the one question asked of every message.
+    rated: bool
+
+    @classmethod
+    def of(
+        cls,
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
+        first_message_timeout: float | None = None,
+        max_messages_per_second: float | None = None,
+        max_bytes_per_second: float | None = None,
+        burst: float = 1.0,
+    ) -> Limits:
+        return cls(
+            idle_timeout,
+            max_lifetime,
+            first_message_timeout,
+            max_messages_per_second,
+            max_bytes_per_second,
+            0.0 if max_messages_per_second is None else max(1.0, max_messages_per_second * burst),
+            0.0 if max_bytes_per_second is None else max(1.0, max_bytes_per_second * burst),
+            max_messages_per_second is not None or max_bytes_per_second is not None,
+        )
 
     @property
     def watched(self) -> bool:
         """Whether anything is watched once the connection is open."""
-        return any(
-            value is not None
-            for value in (
-                self.idle_timeout,
-                self.max_lifetime,
-                self.first_message_timeout,
-                self.max_messages_per_second,
-                self.max_bytes_per_second,
-            )
-        )
+        timed = (self.idle_timeout, self.max_lifetime, self.first_message_timeout)
+        return self.rated or any(value is not None for value in timed)
 
 
 class Watch:
@@ -122,8 +139,8 @@ class Watch:
         self.heard = False
         self.heard_at = now
         self.refilled_at = now
-        self.message_tokens = _depth(limits.max_messages_per_second, limits.burst)
-        self.byte_tokens = _depth(limits.max_bytes_per_second, limits.burst)
+        self.message_tokens = limits.message_depth
+        self.byte_tokens = limits.byte_depth
         #: The event loop's timer set for :meth:`next_deadline` (closeguard.deadlines).
         self.timer: asyncio.TimerHandle | None = None
 
@@ -132,24 +149,31 @@ class Watch:
         now = clock()
         self.heard = True
         self.heard_at = now
+        return self._spend(size, now) if self.limits.rated else None
+
+    def _spend(self, size: int, now: float) -> str | None:
+        """Take one message and ``size`` bytes from the buckets, refilled for the time since."""
         limits = self.limits
-        if limits.max_messages_per_second is None and limits.max_bytes_per_second is None:
-            return None
         elapsed = now - self.refilled_at
         self.refilled_at = now
-        if limits.max_messages_per_second is not None:
-            depth = _depth(limits.max_messages_per_second, limits.burst)
-            rate = limits.max_messages_per_second
-            self.message_tokens = min(depth, self.message_tokens + elapsed * rate)
-            if self.message_tokens < 1:
+        rate = limits.max_messages_per_second
+        if rate is not None:
+            tokens = self.message_tokens + elapsed * rate
+            if tokens > limits.message_depth:
+                tokens = limits.message_depth
+            if tokens < 1:
+                self.message_tokens = tokens
                 return RATE_LIMITED
-            self.message_tokens -= 1
-        if limits.max_bytes_per_second is not None:
-            depth = _depth(limits.max_bytes_per_second, limits.burst)
-            self.byte_tokens = min(depth, self.byte_tokens + elapsed * limits.max_bytes_per_second)
-            if self.byte_tokens < size:
+            self.message_tokens = tokens - 1
+        rate = limits.max_bytes_per_second
+        if rate is not None:
+            tokens = self.byte_tokens + elapsed * rate
+            if tokens > limits.byte_depth:
+                tokens = limits.byte_depth
+            if tokens < size:
+                self.byte_tokens = tokens
                 return RATE_LIMITED
-            self.byte_tokens -= size
+            self.byte_tokens = tokens - size
         return None
 
     def due(self) -> str | None:
@@ -173,10 +197,6 @@ class Watch:
             deadlines.append(self.heard_at + self.limits.idle_timeout)
         found = [deadline for deadline in deadlines if deadline is not None]
         return min(found) if found else None
-
-
-def _depth(rate: float | None, burst: float) -> float:
-    return 0.0 if rate is None else max(1.0, rate * burst)
 
 
 class Policies:
@@ -236,7 +256,7 @@ class Policies:
         return self._limits_for(scope) if self.per_scope else self.shared_limits
 
     def _limits_for(self, scope: Scope) -> Limits | None:
-        limits = Limits(
+        limits = Limits.of(
             resolve(self.idle_timeout, scope, "idle_timeout"),
             resolve(self.max_lifetime, scope, "max_lifetime"),
             resolve(self.first_message_timeout, scope, "first_message_timeout"),
