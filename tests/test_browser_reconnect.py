@@ -1,6 +1,8 @@
 """docs/examples/reconnect.js in headless Chromium against the reference service: a page
 connected to ``python -m app`` sees the drain's 1012, keeps being refused while that process
 drains and while it is down, and reconnects to the process that replaces it on the same port.
+Against close policies under uvicorn, it follows the retry contract: back after a 1001
+``idle_timeout``, gone after a 1008 ``first_message_timeout``.
 
 One port and two processes in turn, as a pod's clients meet a Service: the draining process
 refuses new handshakes (HTTP 503, which the browser reports as 1006), so the page can only come
@@ -10,6 +12,7 @@ back once another process serves the address.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from bench.harness import ROOT, free_port
 from tests import chromium
 from tests.app_support import AppProcess, app_env, chromium_path, http_get, python_m_app, run_app
+from tests.policy_app import FIRST
+from tests.servers import run_server
 
 SNIPPET = ROOT / "docs" / "examples" / "reconnect.js"
 WINDOW = 1.0
@@ -111,3 +116,56 @@ def test_the_page_reconnects_after_a_drain_and_a_restart(browser: Browser, tmp_p
     assert {(r["accepted"], r["http_status"]) for r in drained[1:]} == {(False, 503)}
     # The second: the reconnected page's connection, ended by the page itself.
     assert [(r["code"], r["reason"], r["initiator"]) for r in served] == [(1000, "done", "client")]
+
+
+def test_the_page_follows_the_contract_for_close_policies(browser: Browser, tmp_path: Path) -> None:
+    """Against close policies under uvicorn: the page comes back after ``idle_timeout`` (1001,
+    reconnect now) and stays away after ``first_message_timeout`` (1008, do not retry)."""
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    idle, first = uuid.uuid4().hex[:12], uuid.uuid4().hex[:12]
+    try:
+        with run_server("uvicorn-websockets-sansio", tmp_path, app="tests.policy_app:app") as app:
+            # A page from the same address (the app answers plain HTTP with 404): a page from
+            # elsewhere may not open a WebSocket to a loopback address.
+            page.goto(app.url.replace("ws://", "http://") + "/")
+            page.add_script_tag(content=SNIPPET.read_text())
+            page.evaluate(
+                f"""() => {{
+                    window.seen = {{idle: [], first: []}};
+                    window.sockets = {{}};
+                    const note = (list) => (e) => list.push(`close ${{e.code}} ${{e.reason}}`);
+                    // Idle: says hello once per connection, then nothing: closed each time.
+                    sockets.idle = reconnectingWebSocket("{app.url}/idle/{idle}", {{
+                        onopen: (event, socket) => {{ seen.idle.push("open"); socket.send("hi"); }},
+                        onclose: note(seen.idle),
+                    }}, {OPTIONS});
+                    // Never speaks first: closed once, and never comes back.
+                    sockets.first = reconnectingWebSocket("{app.url}/first/{first}", {{
+                        onopen: () => seen.first.push("open"),
+                        onclose: note(seen.first),
+                    }}, {OPTIONS});
+                }}"""
+            )
+            page.wait_for_function(
+                "() => seen.idle.filter((e) => e === 'open').length === 3", timeout=15_000
+            )
+            # Past the first_message_timeout, its close, and the longest wait a retry would take.
+            page.wait_for_timeout(int((FIRST + 2.0) * 1000))
+            page.evaluate("() => sockets.idle.close(1000, 'done')")
+            page.wait_for_function("() => seen.idle.includes('close 1000 done')", timeout=10_000)
+            idle_events: list[str] = page.evaluate("() => seen.idle")
+            first_events: list[str] = page.evaluate("() => seen.first")
+            idle_records = app.records_for(idle)
+            first_records = app.records_for(first)
+    finally:
+        context.close()
+
+    assert errors == [], "the page's script failed"
+    assert idle_events[:4] == ["open", "close 1001 idle_timeout", "open", "close 1001 idle_timeout"]
+    assert idle_events[-2:] == ["open", "close 1000 done"]
+    assert first_events == ["open", "close 1008 first_message_timeout"]
+    assert [(r["code"], r["reason"]) for r in first_records] == [(1008, "first_message_timeout")]
+    assert [(r["code"], r["reason"]) for r in idle_records][:2] == [(1001, "idle_timeout")] * 2
