@@ -102,7 +102,7 @@ class Hooks:
         _, late = await asyncio.wait(tasks, timeout=wait)
         for task in late:
             task.cancel()
-            self.failed(tasks[task], record, f"was cut off after {bound:g} s")
+            self.cut_off(tasks[task], record, bound)
 
     async def _guarded(self, hook: OnClose, record: CloseRecord, result: Awaitable[None]) -> None:
         try:
@@ -134,17 +134,24 @@ class Hooks:
                     group.start_soon(one, index, hook, result)
         for (hook, _), done in zip(started, over, strict=True):
             if not done:
-                self.failed(hook, record, f"was cut off after {ASYNC_HOOK_WAIT:g} s")
+                self.cut_off(hook, record, ASYNC_HOOK_WAIT)
 
-    def failed(self, hook: OnClose, record: CloseRecord, how: str = "failed") -> None:
-        """Log a hook's failure with its traceback (the current exception, if any)."""
+    def failed(self, hook: OnClose, record: CloseRecord) -> None:
+        """Log a hook's failure with its traceback: called while handling its exception."""
+        self._log(hook, record, "failed", traceback=True)
+
+    def cut_off(self, hook: OnClose, record: CloseRecord, bound: float) -> None:
+        """Log a hook still running at its bound: no traceback, whatever is being handled."""
+        self._log(hook, record, f"was cut off after {bound:g} s", traceback=False)
+
+    def _log(self, hook: OnClose, record: CloseRecord, how: str, *, traceback: bool) -> None:
         try:
             self.logger.error(
                 "closeguard on_close hook %s %s for %s",
                 hook_name(hook),
                 how,
                 record.connection_id,
-                exc_info=sys.exc_info()[0] is not None,
+                exc_info=traceback and sys.exc_info()[0] is not None,
             )
         except Exception:
             report_failure(f"closeguard: the on_close hook for {record.connection_id}")

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 
 from .connection import Connection
-from .hooks import Hooks
+from .hooks import Hooks, under_asyncio
 from .record import CloseRecord
 
 __all__ = ["EXIT_HOOK_WAIT", "forget", "remember"]
@@ -35,6 +35,9 @@ Writer = tuple[Callable[[Connection], "CloseRecord | None"], Hooks]
 
 #: Each unwritten connection, with what writes its record at exit.
 _unwritten: dict[Connection, Writer] = {}
+#: The hooks the exit cut off and could not end: kept, so that the loop they are left in does
+#: not report each as "destroyed but pending" in the log, after it was logged as cut off.
+_abandoned: list[asyncio.Task[object]] = []
 _finalizer: multiprocessing.util.Finalize | None = None
 
 
@@ -69,9 +72,7 @@ def _write_all() -> None:
             written.append((hooks, record))
     if not written:
         return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # as at a process's exit: no loop runs in this thread
+    if not under_asyncio():  # as at a process's exit: no loop runs in this thread
         run_hooks(written, EXIT_HOOK_WAIT)
         return
     # A loop still runs in this thread (a finalizer called from inside it): the hooks get a
@@ -90,6 +91,7 @@ def run_hooks(written: list[tuple[Hooks, CloseRecord]], bound: float) -> None:
         leftover = asyncio.all_tasks(loop)
         if leftover:
             loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_SETTLE))
+            _abandoned.extend(task for task in leftover if not task.done())
     finally:
         # Tasks that would not end stay pending: closing the loop does not wait for them.
         loop.close()
