@@ -14,6 +14,8 @@ import asyncio
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -22,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from bench.harness import ROOT, free_port, running
 from closeguard import InvalidCloseCode
 from tests.conftest import Seen, talk
-from tests.framework_apps import LIMIT, QUART_PROPAGATES, SECRET
+from tests.framework_apps import IDLE_TIMEOUT, LIMIT, QUART_PROPAGATES, SECRET
 from tests.servers import RunningServer, TokenConnection
 
 #: Each framework's app ("module:attribute") and the prefix of its routes.
@@ -75,8 +77,13 @@ def framework(
 ) -> Iterator[tuple[RunningServer, str]]:
     """A framework's app under uvicorn, and the prefix of its routes."""
     name = str(request.param)
+    with serve_framework(name, tmp_path_factory.mktemp(name)) as served:
+        yield served
+
+
+@contextmanager
+def serve_framework(name: str, workdir: Path) -> Iterator[tuple[RunningServer, str]]:
     app, prefix = FRAMEWORKS[name]
-    workdir = tmp_path_factory.mktemp(name)
     port = free_port()
     log_path, output_path = workdir / "closeguard.jsonl", workdir / "output.log"
     command = [
@@ -243,3 +250,38 @@ async def test_every_connection_leaves_exactly_one_record(
     assert counts == dict.fromkeys(made, 1), counts
     paths = [line["path"] for line in server.log_lines()]
     assert len(paths) == len(set(paths)), [path for path in paths if paths.count(path) > 1]
+
+
+# A close policy beyond Starlette ----------------------------------------------------------
+
+
+async def test_litestar_closes_an_idle_connection_by_its_route_s_policy(tmp_path: Path) -> None:
+    """``idle_timeout`` set for one Litestar route through a callable: the client gets 1001
+    ``idle_timeout`` once it stops speaking, the app's receive ends as for any close (no
+    traceback), other routes are untouched, and there is one record each."""
+    with serve_framework("litestar", tmp_path) as (server, prefix):
+        idle, other = TokenConnection(server, prefix), TokenConnection(server, prefix)
+        async with connect(idle.url("/idle")) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+            heard = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 10)
+            silent_for = asyncio.get_running_loop().time() - heard
+        async with connect(other.url("/echo")) as ws:  # no policy here: still open after it
+            await asyncio.sleep(IDLE_TIMEOUT * 2)
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+        record, other_record = idle.record(), other.record()
+        output = idle.server_output()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle_timeout")
+    assert IDLE_TIMEOUT - 0.1 <= silent_for <= IDLE_TIMEOUT + 1.0, silent_for
+    assert (record["code"], record["reason"], record["initiator"]) == (
+        1001,
+        "idle_timeout",
+        "middleware",
+    )
+    assert (record["level"], record["exception"], record["messages_received"]) == ("INFO", None, 1)
+    assert (other_record["code"], other_record["initiator"]) == (1000, "client")
+    assert "Traceback" not in output

@@ -8,6 +8,8 @@ lines to ``$CLOSEGUARD_TEST_LOG``, as ``tests/wire_app.py`` does:
 - ``/raise/{token}``: accept, then raise an exception whose text holds a secret;
 - ``/return/{token}``: accept, send ``ready``, return without closing;
 - ``/echo/{token}``: accept, echo text until the client leaves.
+
+Litestar's app also has ``/idle/{token}``, an echo under the ``idle_timeout`` close policy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from importlib.metadata import version
 
 #: The limit every framework app sets: small enough to reach quickly.
 LIMIT = 4096
+#: The ``idle_timeout`` of Litestar's ``/idle/`` route, in seconds.
+IDLE_TIMEOUT = 0.5
 #: What the ``/raise/`` routes raise with: it must never reach the wire.
 SECRET = "secret detail from the database: password=hunter2"
 

@@ -6,6 +6,7 @@ exception middleware, and the exception must get through both."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from litestar import Litestar, WebSocket, websocket
@@ -13,7 +14,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from closeguard import WebSocketCloseMiddleware
 from closeguard.integrations.litestar import reraise_websocket_exceptions
-from tests.framework_apps import LIMIT, SECRET
+from tests.framework_apps import IDLE_TIMEOUT, LIMIT, SECRET
 from tests.record_log import write_records_to_test_log
 
 
@@ -42,6 +43,19 @@ async def echo(socket: WebSocket[Any, Any, Any]) -> None:
         await socket.send_text(await socket.receive_text())
 
 
+@websocket("/idle/{token:str}")
+async def idle_echo(socket: WebSocket[Any, Any, Any]) -> None:
+    """An echo under ``idle_timeout``: closeguard closes it, and Litestar's receive raises."""
+    await socket.accept()
+    while True:
+        await socket.send_text(await socket.receive_text())
+
+
+def idle_timeout(scope: MutableMapping[str, Any]) -> float | None:
+    """A close policy on one route only, as a callable of the scope."""
+    return IDLE_TIMEOUT if str(scope.get("path", "")).startswith("/idle/") else None
+
+
 class PassThrough:
     """A Litestar middleware that does nothing: one in the app's list is enough."""
 
@@ -55,9 +69,10 @@ class PassThrough:
 write_records_to_test_log()
 app = WebSocketCloseMiddleware(
     Litestar(
-        route_handlers=[close_with, raise_after_accept, return_without_close, echo],
+        route_handlers=[close_with, raise_after_accept, return_without_close, echo, idle_echo],
         middleware=[PassThrough],
         after_exception=[reraise_websocket_exceptions],
     ),
     max_message_size=LIMIT,
+    idle_timeout=idle_timeout,
 )
