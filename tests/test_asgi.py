@@ -798,7 +798,7 @@ async def test_a_cancelled_receive_sends_1012_leaves_one_record_then_propagates(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert server.closes == [(1012, "server shutdown")]
+    assert server.closes == [(1012, "")]
     [record] = records
     assert (record.accepted, record.code, record.initiator) == (True, 1012, "server")
     assert record.exception is None

@@ -375,15 +375,9 @@ def test_a_shutdown_within_the_legacy_close_timeout_reports_1012(tmp_path: Path)
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param(
-            "uvicorn-websockets",
-            marks=pytest.mark.xfail(
-                reason="uvicorn's legacy websockets implementation takes closeguard's teardown "
-                "1012 after its own without a word, so the record says closeguard's reason, "
-                "'server shutdown', where the client got uvicorn's bare 1012 (docs/servers.md)",
-                strict=True,
-            ),
-        ),
+        # The legacy implementation takes closeguard's teardown 1012 after its own without a
+        # word: the record is right because both carry no reason.
+        "uvicorn-websockets",
         "uvicorn-websockets-sansio",
         "uvicorn-wsproto",
     ],

@@ -349,7 +349,7 @@ RETRY_CONTRACT: tuple[CloseContract, ...] = (
     CloseContract(
         CloseCode.SERVICE_RESTART,
         None,
-        "server shutdown",
+        "",
         "the server cancels an open connection's task at its shutdown (hypercorn)",
         RetryAdvice.RECONNECT,
         1006,

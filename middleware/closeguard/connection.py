@@ -41,10 +41,12 @@ __all__ = [
     "message_size",
 ]
 
-#: The reasons closeguard puts on its closes during a drain, and when the server tears down a
-#: connection still open: short tokens a client program can match.
+#: The reason closeguard puts on a drain's closes: a short token a client program can match.
 DRAINING_REASON = "draining"
-SHUTDOWN_REASON = "server shutdown"
+#: The reason of the 1012 closeguard sends when the server tears down a connection still open:
+#: none, as uvicorn's own 1012 at its shutdown has none, so that the record says what the
+#: client got wherever both go out (uvicorn's legacy implementation takes the second silently).
+SHUTDOWN_REASON = ""
 
 #: The reason closeguard puts on a 1011. Exception text never goes on the wire: it may hold
 #: secrets, and the client cannot act on it anyway.
