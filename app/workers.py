@@ -21,8 +21,10 @@ from .settings import load_or_exit
 __all__ = ["CloseguardUvicornWorker"]
 
 #: Seconds between uvicorn giving up on open connections (cancelling their tasks, so that
-#: closeguard writes their records) and gunicorn's SIGKILL at ``graceful_timeout``.
-KILL_MARGIN = 2
+#: closeguard writes their records) and gunicorn's SIGKILL at ``graceful_timeout``: the 1 s a
+#: torn-down connection's close may take, the 5 s the lifespan shutdown may then hold for
+#: ``on_close`` hooks still running, and 2 s to spare.
+KILL_MARGIN = 8
 
 
 class CloseguardUvicornWorker(UvicornWorker):  # type: ignore[misc]

@@ -36,7 +36,7 @@ workers = 2
 worker_class = "app.workers.CloseguardUvicornWorker"
 # SIGTERM or SIGHUP: uvicorn sends 1012 to every open WebSocket at once and each gets its
 # record; a worker still running after this many seconds is killed (with no records).
-graceful_timeout = 10
+graceful_timeout = 15
 # uvicorn trusts X-Forwarded-For only from these addresses (a proxy on the same host).
 forwarded_allow_ips = "127.0.0.1"
 # gunicorn 27's control socket ($HOME/.gunicorn/gunicorn.ctl by default) would be shared by

@@ -297,7 +297,8 @@ def test_the_config_refuses_to_start_without_a_metrics_directory() -> None:
 @pytest.mark.parametrize(
     ("worker", "recorded"),
     [
-        # uvicorn gives up (graceful_timeout - 2 s) and cancels the stuck task: one record.
+        # uvicorn gives up (at 1 s, graceful_timeout minus the margin) and cancels the stuck
+        # task: one record.
         (None, True),
         # uvicorn waits without limit, and gunicorn's SIGKILL comes first: no record at all.
         ("uvicorn_worker.UvicornWorker", False),
