@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from uvicorn.config import HTTP_PROTOCOLS
+
 from tests.processes import ROOT, free_port, running
 
 APP = "tests.wire_app:app"
@@ -32,11 +34,11 @@ BARE_APP = "tests.bare_app:app"
 Command = Callable[[int, str], list[str]]
 
 
-def _uvicorn(ws: str) -> Command:
+def _uvicorn(ws: str, http: str = "auto") -> Command:
     def command(port: int, app: str) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--ws", ws, "--lifespan", "on", "--log-level", "info",
+            "--ws", ws, "--http", http, "--lifespan", "on", "--log-level", "info",
         ]  # fmt: skip
 
     return command
@@ -68,6 +70,15 @@ SERVERS: dict[str, Command] = {
     "uvicorn-websockets-sansio": _uvicorn("websockets-sansio"),
     "uvicorn-wsproto": _uvicorn("wsproto"),
 }
+
+#: uvicorn 0.55's new HTTP parser, which also takes the WebSocket handshake: the server matrix
+#: (tests/test_server_matrix.py) runs it as a server of its own where uvicorn has it (0.55 needs
+#: Python 3.11; on 3.10 pip installs 0.54, which has no such parser, so there is none to test).
+HTTP_PARSERS: dict[str, Command] = (
+    {"uvicorn-websockets-sansio-zttp": _uvicorn("websockets-sansio", "zttp")}
+    if "zttp" in HTTP_PROTOCOLS
+    else {}
+)
 
 #: What a server makes impossible, by name. The wire tests consult this table and nothing else,
 #: so every exception to "the client sees the same close whatever the server" is listed here,
@@ -212,7 +223,7 @@ def run_server(
     output_path = workdir / f"{name}-output.log"
     environment = {**os.environ, "CLOSEGUARD_TEST_LOG": str(log_path), "PYTHONPATH": str(ROOT)}
     environment.update(env or {})
-    command = SERVERS[kind](port, app)
+    command = {**SERVERS, **HTTP_PARSERS}[kind](port, app)
     with running(command, port, output=output_path, env=environment, what=kind) as process:
         yield RunningServer(kind, f"ws://127.0.0.1:{port}", log_path, output_path, process)
 

@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 from tests import servers
-from tests.servers import BARE_APP, SERVERS, run_server
+from tests.servers import BARE_APP, HTTP_PARSERS, SERVERS, run_server
 from tests.wire_app import DEFAULT_LIMIT
 
 #: How long a probe waits for the server to close before calling the connection left open.
@@ -177,7 +177,7 @@ def mismatches(kind: str, row: Row) -> list[str]:
     return wrong
 
 
-@pytest.mark.parametrize("kind", sorted(SERVERS))
+@pytest.mark.parametrize("kind", sorted({**SERVERS, **HTTP_PARSERS}))
 def test_closeguard_column(kind: str, tmp_path: Path) -> None:
     row = measure(kind, tmp_path)
     assert not mismatches(kind, row), mismatches(kind, row)
@@ -205,7 +205,7 @@ def main() -> int:
     rows: dict[str, Row] = {}
     failed = []
     with tempfile.TemporaryDirectory() as workdir:
-        for kind in SERVERS:
+        for kind in {**SERVERS, **HTTP_PARSERS}:
             rows[kind] = measure(kind, Path(workdir))
             failed += [f"{kind}: {wrong}" for wrong in mismatches(kind, rows[kind])]
     print(table(rows))
