@@ -22,6 +22,7 @@ from bench.harness import ROOT, free_port
 from tests.app_support import (
     AppProcess,
     app_env,
+    errors,
     http_get,
     python_m_app,
     run_app,
@@ -416,4 +417,4 @@ async def test_the_drain_file_drains_the_service_and_fails_readiness(tmp_path: P
     )  # fmt: skip
     # One record per connection, the refused one too, and none more at SIGTERM.
     assert before == len(after) == len(clients) + 1
-    assert [line for line in running.log_lines() if line["level"] == "ERROR"] == []
+    assert errors(running.log_lines()) == []
