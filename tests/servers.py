@@ -71,9 +71,9 @@ SERVERS: dict[str, Command] = {
     "uvicorn-wsproto": _uvicorn("wsproto"),
 }
 
-#: uvicorn 0.55's new HTTP parser, which also takes the WebSocket handshake: the server matrix
-#: (tests/test_server_matrix.py) runs it as a server of its own where uvicorn has it (0.55 needs
-#: Python 3.11; on 3.10 pip installs 0.54, which has no such parser, so there is none to test).
+#: uvicorn's new HTTP parser (``--http zttp``), which also takes the WebSocket handshake: the
+#: server matrix (tests/test_server_matrix.py) runs it as a server of its own, wherever the
+#: installed uvicorn has it.
 HTTP_PARSERS: dict[str, Command] = (
     {"uvicorn-websockets-sansio-zttp": _uvicorn("websockets-sansio", "zttp")}
     if "zttp" in HTTP_PROTOCOLS
