@@ -245,6 +245,10 @@ class WebSocketCloseMiddleware:
                     await self.hooks.finish(record, started)
 
     async def _close(self, server: Server, ending: Ending) -> None:
+        if server.closing is not None:
+            # A drain's or a deadline's close, handed over from another task: it goes out before
+            # the app's task ends (an app that only sends ends the moment a send is refused).
+            await asyncio.wait([server.closing])
         if ending.close is not None:
             await server.send_close(ending.close)
         if server.conn.awaits_report:

@@ -33,7 +33,7 @@ def refuses_code(error: Exception, code: object) -> bool:
 class Server:
     """One connection's view of the server."""
 
-    __slots__ = ("conn", "error", "receive", "send_to_server")
+    __slots__ = ("closing", "conn", "error", "receive", "send_to_server")
 
     def __init__(self, conn: Connection, receive: Receive, send: Send) -> None:
         self.conn = conn
@@ -42,6 +42,10 @@ class Server:
         #: An error the server raised for a valid close, raised to it when the app is done:
         #: daphne's own error path then closes, with 1011.
         self.error: Exception | None = None
+        #: A close handed over from outside the app's task (:meth:`close_soon`), which the
+        #: connection's task waits for before it ends: the server may drop the connection the
+        #: moment the app returns, and the record would name a close that never went out.
+        self.closing: asyncio.Task[None] | None = None
 
     async def send(self, message: Message) -> None:
         """Hand over a message the app sent, as the core answered it."""
@@ -63,6 +67,7 @@ class Server:
         policy's deadline): in a task of its own, kept until it is done."""
         closing = self.send_close(answer.close, fallback=answer.fallback)
         task = asyncio.get_running_loop().create_task(closing)
+        self.closing = task
         _closing.add(task)
         task.add_done_callback(_closing.discard)
 
