@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "churn",
         args,
         VARIANTS,
-        {ws: (BASELINE, TARGET) for ws in WS_IMPLEMENTATIONS},
+        [(ws, "closeguard", BASELINE, TARGET) for ws in WS_IMPLEMENTATIONS],
         QUICK_TARGET,
         warm_up=lambda server: one_round(server, 2, WARM_UP_CYCLES // 2),
         sample=lambda server: one_round(server, workers, per_worker),

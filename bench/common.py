@@ -26,6 +26,17 @@ PAYLOADS: dict[str, str | bytes] = {
     "bytes": bytes(range(48)),
 }
 
+#: Every close policy on, none ever reached: what watching costs a message (issue 21).
+EVERY_POLICY = {
+    "idle_timeout": 3600,
+    "max_lifetime": 7200,
+    "first_message_timeout": 3600,
+    "max_messages_per_second": 1e9,
+    "max_bytes_per_second": 1e12,
+    "max_connections": 10**6,
+    "max_connections_per_client": 10**6,
+}
+
 #: Packages whose versions go into every report.
 PACKAGES = (
     "closeguard",

@@ -28,8 +28,16 @@ from .harness import raise_fd_limit
 #: ``bare+fields line``: the bare app writing one line per connection, of the length of
 #: closeguard's and carrying a record's fields as ``extra`` (as closeguard's line carries them
 #: for structured handlers): the least code that leaves a structured record per connection,
-#: churn's denominator. ``closeguard-quiet``: closeguard with its records switched off.
-VARIANTS = ("bare", "reference", "bare+fields line", "closeguard", "closeguard-quiet")
+#: churn's denominator. ``closeguard-quiet``: closeguard with its records switched off;
+#: ``closeguard+policies``: with ``common.EVERY_POLICY``, every close policy on, none reached.
+VARIANTS = (
+    "bare",
+    "reference",
+    "bare+fields line",
+    "closeguard",
+    "closeguard-quiet",
+    "closeguard+policies",
+)
 
 
 async def stats(send: Any) -> None:
@@ -93,6 +101,8 @@ def build_app(variant: str, log_file: str | None, **options: Any) -> Any:
 
     quiet = variant == "closeguard-quiet"
     logger_to(LOGGER_NAME, log_file, logging.WARNING if quiet else logging.INFO)
+    if variant == "closeguard+policies":
+        options = {**common.EVERY_POLICY, **options}
     return WebSocketCloseMiddleware(bench_app, **options)
 
 

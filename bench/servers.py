@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import common, harness
@@ -106,33 +106,39 @@ async def interleaved_rounds(
     return rate, cpu
 
 
+#: One judged ratio: under ``--ws`` (first), a variant's rate over a denominator's (the
+#: other two) at least this.
+Judged = tuple[str, str, str, float]
+
+
 def compare(
     title: str,
     args: argparse.Namespace,
     variants: Sequence[str],
-    judged: Mapping[str, tuple[str, float]],
+    judged: Sequence[Judged],
     quick_limit: float,
     warm_up: Sample,
     sample: Sample,
     unit: str,
     settings: str,
 ) -> int:
-    """Run ``variants`` under each implementation in ``judged`` (--ws: (the denominator, the
-    least ratio closeguard must reach)), every variant logging at INFO to a file, and report
-    per ``unit``: the rate, its paired ratios, the server CPU per unit, and how busy the
-    server was (rate x CPU per unit: near 100% it set the pace, below it the client did)."""
+    """Run ``variants`` under each implementation named in ``judged``, every variant logging
+    at INFO to a file, and report per ``unit``: the rate, its paired ratios, the server CPU
+    per unit, and how busy the server was (rate x CPU per unit: near 100% it set the pace,
+    below it the client did)."""
     rounds = args.rounds or (4 if args.quick else 12)
     pinned = common.pin(common.CLIENT_CPU)
+    implementations = list(dict.fromkeys(ws for ws, _, _, _ in judged))
     with tempfile.TemporaryDirectory() as tmp:
         specs = [
             (variant, ws, ["--log-file", f"{tmp}/{ws}-{variant}.log"])
-            for ws in judged
+            for ws in implementations
             for variant in variants
         ]
         rate, cpu = asyncio.run(interleaved_rounds(specs, rounds, warm_up, sample))
-    against = list(dict.fromkeys(["bare", *(denominator for denominator, _ in judged.values())]))
-    rows, targets = [], []
-    for ws, (denominator, limit) in judged.items():
+    against = list(dict.fromkeys(["bare", *(denominator for _, _, denominator, _ in judged)]))
+    rows = []
+    for ws in implementations:
         for variant in variants:
             key = (ws, variant)
             busy = Figure([r * us / 1e6 for r, us in zip(rate[key], cpu[key], strict=True)])
@@ -147,9 +153,15 @@ def compare(
                     f"{busy.median * 100:.0f}%",
                 ]
             )
-        ratio = paired_ratios(rate[ws, "closeguard"], rate[ws, denominator]).median
-        limit = quick_limit if args.quick else limit
-        targets.append(Target(f"{title} {ws}: closeguard / {denominator}", ratio, limit, "min"))
+    targets = [
+        Target(
+            f"{title} {ws}: {variant} / {denominator}",
+            paired_ratios(rate[ws, variant], rate[ws, denominator]).median,
+            quick_limit if args.quick else limit,
+            "min",
+        )
+        for ws, variant, denominator, limit in judged
+    ]
     header = ["--ws", "variant", f"{unit}s/s", *(f"x {other}" for other in against)]
     header += [f"server CPU µs/{unit}", "x bare", "server busy"]
     settings = (
