@@ -163,11 +163,11 @@ class Watch:
     def heard_from_client(self, size: int) -> str | None:
         """A data message of ``size`` bytes came: None, or the policy it broke (the rate).
 
-        Each token bucket is kept as the time it will be full again: a message pushes that
-        time on by its cost (one interval, or ``size`` byte intervals), starting from now if
-        the bucket is full; it overflows, and the rate is broken, when that time lies more than
-        the bucket's depth ahead. The same answers as counting tokens, in a third of the
-        arithmetic, which is most of what a policy costs a message (measured).
+        Each token bucket is kept as the time it will be full again (the past, for a full
+        one): a message pushes that time on by its cost, one interval or ``size`` byte
+        intervals, and breaks the rate when it would lie more than the bucket's depth ahead.
+        The same answers as counting tokens, in less arithmetic: a message into a full bucket
+        (a client within its rate) costs one comparison and one sum per rate.
         """
         now = clock()
         self.heard = True
@@ -177,14 +177,21 @@ class Watch:
             return None
         if limits.message_interval:
             due = self.messages_due
-            due = (due if due > now else now) + limits.message_interval
-            if due - now > limits.message_depth:
-                return RATE_LIMITED
+            if due > now:
+                due += limits.message_interval
+                if due - now > limits.message_depth:
+                    return RATE_LIMITED
+            else:
+                due = now + limits.message_interval
             self.messages_due = due
         if limits.byte_interval:
             due = self.bytes_due
-            due = (due if due > now else now) + size * limits.byte_interval
-            if due - now > limits.byte_depth:
+            cost = size * limits.byte_interval
+            if due > now:
+                due += cost
+            else:
+                due = now + cost
+            if due - now > limits.byte_depth:  # one message may be more than the bucket holds
                 return RATE_LIMITED
             self.bytes_due = due
         return None
