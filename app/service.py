@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from closeguard import CloseRecord, WebSocketCloseMiddleware, connection_id, draining
 from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
 
-from . import page
+from . import page, policies
 from .records import RecentCloses
 from .scenarios import ROUTES as SCENARIO_ROUTES
 from .settings import Settings
@@ -105,8 +105,10 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
         Route("/closes", close_record_by_nonce),
         Route("/closes/{connection_id}", close_record),
         Route("/codes/{code:int}", page.describe_code),
+        Route("/reconnect.js", page.reconnect_js),
         Mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static"),
         *SCENARIO_ROUTES,
+        *policies.ROUTES,
     ]
     return Starlette(
         routes=routes,
@@ -119,6 +121,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
                 on_close=on_close,
                 drain_window=settings.drain_window,
                 drain_file=settings.drain_file,
+                # Each close policy on its own /ws/policy/ route, and off everywhere else.
+                **policies.options(),
             ),
             Middleware(RememberNonce, store=store),
         ],
