@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -262,6 +264,67 @@ def test_the_byte_rate_counts_bytes(clock: Clock) -> None:
     assert watch.heard_from_client(60) == "rate_limited"
     clock.now += 1.0
     assert watch.heard_from_client(100) is None
+
+
+class CountedTokens:
+    """A token bucket as it is usually written, counting tokens: what the buckets must match."""
+
+    def __init__(self, rate: float, depth: float) -> None:
+        self.rate, self.depth, self.tokens, self.at = rate, depth, depth, 0.0
+
+    def take(self, cost: float, now: float) -> bool:
+        self.tokens = min(self.depth, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
+#: The time between two messages in the property below is a whole number of these: no
+#: message then falls on the very instant a token comes back, a tie float sums may round
+#: either way, in either way of writing a bucket.
+TICK = 0.000731
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+# A bucket shallower than one message, or one byte: it still takes one.
+@hypothesis.example(rate=0.5, byte_rate=1.0, burst=0.1, gaps=[0, 2800], sizes=[1] * 60)
+@hypothesis.given(
+    rate=st.sampled_from([0.5, 1.0, 3.0, 50.0, 1000.0]),
+    byte_rate=st.sampled_from([1.0, 7.0, 100.0, 5000.0, 1e6]),
+    burst=st.sampled_from([0.1, 1.0, 2.5]),
+    gaps=st.lists(st.integers(min_value=0, max_value=3000), min_size=1, max_size=60),
+    sizes=st.lists(st.integers(min_value=0, max_value=40), min_size=60, max_size=60),
+)
+def test_the_buckets_answer_as_counting_tokens_would(
+    rate: float, byte_rate: float, burst: float, gaps: list[int], sizes: list[int]
+) -> None:
+    """Messages at any times, of any sizes: each rate is broken by the first message a token
+    bucket ``burst`` seconds deep (and at least one message deep) would turn away, not before."""
+    message_bucket = CountedTokens(rate, max(1.0, rate * burst))
+    byte_bucket = CountedTokens(byte_rate, max(1.0, byte_rate * burst))
+    fake = Clock()
+    start = fake.now
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policies, "clock", fake)
+        messages = policies.Watch(limits(max_messages_per_second=rate, burst=burst))
+        data = policies.Watch(limits(max_bytes_per_second=byte_rate, burst=burst))
+        ticks = 0
+        for gap, size in zip(gaps, sizes[: len(gaps)], strict=True):
+            ticks += gap
+            fake.now = start + ticks * TICK
+            broke = (
+                messages.heard_from_client(size) is not None,
+                data.heard_from_client(size) is not None,
+            )
+            expected = (
+                not message_bucket.take(1, ticks * TICK),
+                not byte_bucket.take(size, ticks * TICK),
+            )
+            assert broke == expected
+            if any(broke):
+                return  # the connection is closed: what would come after it does not count
 
 
 def test_deadlines_come_in_order_and_data_moves_only_the_idle_one(clock: Clock) -> None:
