@@ -127,7 +127,7 @@ class WebSocketCloseMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            limit = self.limit_for(scope)
+            limit = limit_for(self.max_message_size, scope)
             limits = self.policies.limits_for(scope)
             counted = self.policies.admit(scope)
             bad_option = None
@@ -273,6 +273,3 @@ class WebSocketCloseMiddleware:
             log_record(self.logger, record, exc)
         except Exception:
             report_failure(f"closeguard: logging the close record of {record.connection_id}")
-
-    def limit_for(self, scope: Scope) -> int | None:
-        return limit_for(self.max_message_size, scope)

@@ -19,9 +19,6 @@ __all__ = ["Server"]
 #: connection ended. Every server measured has queued that report by the time send raises.
 SERVER_REPORT_WAIT = 1.0
 
-#: Closes handed over from outside the app's task, kept from the garbage collector until done.
-_closing: set[asyncio.Task[None]] = set()
-
 
 def refuses_code(error: Exception, code: object) -> bool:
     """Whether ``error`` is daphne's refusal of a valid close code. Its WebSocket library
@@ -45,6 +42,8 @@ class Server:
         #: A close handed over from outside the app's task (:meth:`close_soon`), which the
         #: connection's task waits for before it ends: the server may drop the connection the
         #: moment the app returns, and the record would name a close that never went out.
+        #: (Also the task's one strong reference, as asyncio asks: the connection's task holds
+        #: this object until then.)
         self.closing: asyncio.Task[None] | None = None
 
     async def send(self, message: Message) -> None:
@@ -66,10 +65,7 @@ class Server:
         """Hand closeguard's own close to the server from outside the app's task (a drain, a
         policy's deadline): in a task of its own, kept until it is done."""
         closing = self.send_close(answer.close, fallback=answer.fallback)
-        task = asyncio.get_running_loop().create_task(closing)
-        self.closing = task
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        self.closing = asyncio.get_running_loop().create_task(closing)
 
     async def refuse(self, scope: Scope, reason: str, retry_after: float) -> None:
         """Turn a handshake away before the app runs (a drain, a full connection cap), so the
