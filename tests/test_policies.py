@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from closeguard import WebSocketCloseMiddleware, policies
+from closeguard import policies
 from tests.policy_app import CAP, FIRST, IDLE, LIFETIME
 from tests.servers import SERVERS, RunningServer, limited, refuses, run_server
 
@@ -196,30 +196,7 @@ async def test_a_handshake_over_the_cap_is_refused_with_a_code_clients_retry(
     assert len(records) == CAP + 4  # the kept, the refused, the free, the other room, again
 
 
-# In process: the options, the clock, the counts --------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("options", "error", "words"),
-    [
-        ({"idle_timeout": 0}, ValueError, "idle_timeout must be a number above 0"),
-        ({"max_lifetime": -1}, ValueError, "max_lifetime must be a number above 0"),
-        ({"first_message_timeout": "5"}, ValueError, "got '5'"),
-        ({"max_messages_per_second": True}, ValueError, "max_messages_per_second must be"),
-        ({"max_connections": 0}, ValueError, "max_connections must be a whole number from 1"),
-        ({"max_connections_per_client": 2.5}, ValueError, "max_connections_per_client must"),
-        ({"client_key": "user"}, TypeError, "client_key must be a callable"),
-        ({"rate_burst": lambda scope: 1}, TypeError, "rate_burst must be a number of seconds"),
-    ],
-)
-def test_policy_options_name_themselves(
-    options: dict[str, object], error: type[Exception], words: str
-) -> None:
-    async def app(scope: object, receive: object, send: object) -> None:
-        pass
-
-    with pytest.raises(error, match=words):
-        WebSocketCloseMiddleware(app, **options)  # type: ignore[arg-type]
+# In process: the clock, the counts ----------------------------------------------------------
 
 
 class Clock:
