@@ -30,10 +30,13 @@ __all__ = ["RememberNonce", "create_app"]
 
 
 class RememberNonce:
-    """Pure ASGI, inside closeguard: map the page's ``?nonce=`` to closeguard's connection id.
+    """Pure ASGI, around closeguard: map the page's ``?nonce=`` to closeguard's connection id.
 
     The query string is the one channel a page has before accept, so this works for a refused
-    handshake too. closeguard never logs query strings; the nonce is random and means nothing.
+    handshake too, closeguard's own included (a cap's or a drain's, before the app runs). The
+    id is the one closeguard put in the scope, read when it is done with the connection, which
+    is when the record is there to find. closeguard never logs query strings; the nonce is
+    random and means nothing.
     """
 
     def __init__(self, app: ASGIApp, *, store: RecentCloses) -> None:
@@ -41,12 +44,16 @@ class RememberNonce:
         self.store = store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
             conn_id = connection_id(scope)
             if conn_id is not None:
                 nonce = QueryParams(scope.get("query_string", b"")).get("nonce")
                 self.store.remember_nonce(nonce, conn_id)
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) -> Starlette:
@@ -115,6 +122,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
         middleware=[
             # Outermost first: the open-connections gauge sees the very end of each connection.
             Middleware(OpenConnectionsMiddleware, metrics=metrics),
+            Middleware(RememberNonce, store=store),
             Middleware(
                 WebSocketCloseMiddleware,
                 max_message_size=settings.max_message_size,
@@ -124,6 +132,5 @@ def create_app(settings: Settings, *, registry: CollectorRegistry = REGISTRY) ->
                 # Each close policy on its own /ws/policy/ route, and off everywhere else.
                 **policies.options(),
             ),
-            Middleware(RememberNonce, store=store),
         ],
     )

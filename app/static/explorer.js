@@ -92,7 +92,8 @@ async function renderBrowser(panel, seen) {
   row(list, "reason", "browser.reason", seen.reason === "" ? "(empty)" : seen.reason);
   row(list, "wasClean", "browser.wasClean", seen.wasClean, seen.wasClean ? "good" : "bad");
   row(list, "opened", "browser.opened", seen.opened);
-  row(list, "error event", "browser.error", seen.errorEvent);
+  // reconnect.js hands a page no error event; the policies' runs do without it.
+  if (seen.errorEvent !== undefined) row(list, "error event", "browser.error", seen.errorEvent);
   row(list, "messages received", "browser.messages", seen.messages);
   panel.append(el("h3", {}, "Browser: CloseEvent"), list);
   if (seen.notes.length) {
@@ -197,6 +198,288 @@ const SCENARIOS = {
   },
 };
 
+// Close policies ------------------------------------------------------------------------------
+
+const POLICIES = new Map(DATA.policies.map((demo) => [demo.name, demo]));
+// reconnect.js's own waits, shorter than its defaults (1 s, 30 s) so that a person sees it
+// come back; the logic is the file's, unchanged.
+const RETRY_OPTIONS = { baseDelay: 1000, maxDelay: 4000 };
+// After a close reconnect.js does not retry, how long the page watches before saying so: its
+// first wait after a close it does retry is at most baseDelay.
+const STOP_WATCH_MS = RETRY_OPTIONS.baseDelay + 1000;
+const POLICY_WAIT_MS = 20000; // a run that has not settled by then is ended by the page
+const MAX_ATTEMPTS = 6;
+// The contract's advice as a decision, in the words the page uses for reconnect.js's.
+const DECISION_OF_ADVICE = { RECONNECT: "reconnect", BACK_OFF: "back off", DO_NOT_RETRY: "stop" };
+
+// The docs' browser snippet, docs/examples/reconnect.js as the server serves it, run in a scope
+// of its own: written to be pasted into a page, it declares its names at the top level, and
+// here they stay out of the page's. Resolves with what the page uses of it.
+const SNIPPET = fetch("/reconnect.js").then(async (response) => {
+  if (!response.ok) throw new Error(`/reconnect.js: HTTP ${response.status}`);
+  const names = "{ reconnectingWebSocket, RECONNECT_CODES, BACK_OFF_CODES }";
+  return new Function(`${await response.text()}\nreturn ${names};`)();
+});
+SNIPPET.catch(() => {}); // a failure is shown by the run that needs the snippet
+let snippet = null; // SNIPPET, once loaded
+
+// What reconnect.js does after a close with this code, by its own code sets.
+function snippetDecision(code) {
+  if (snippet.RECONNECT_CODES.has(code)) return "reconnect";
+  if (snippet.BACK_OFF_CODES.has(code)) return "back off";
+  return "stop";
+}
+
+// The contract's row for what the server sent, as its record says: a close's code, or a
+// refused handshake's HTTP status, and the reason token.
+function contractRow(record) {
+  if (record === null) return null;
+  const row = DATA.contract.find((entry) => entry.code === record.code
+    && entry.http_status === record.http_status && entry.reason === record.reason);
+  return row || null;
+}
+
+function seconds(ms) {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+// Connect through reconnect.js, do what the demo does, and watch what follows the policy's
+// close: resolves with every connection reconnect.js opened, and the page's notes.
+function followPolicy(demo, actions) {
+  return new Promise((resolve) => {
+    const attempts = [];
+    const notes = [];
+    let attempt = null;
+    let client = null;
+    let closing = false; // the page closed a connection reconnect.js came back with
+    let settled = false;
+    let stopTimer = null;
+    const giveUp = setTimeout(() => settle(`not settled after ${seconds(POLICY_WAIT_MS)}`),
+      POLICY_WAIT_MS);
+
+    function settle(note) {
+      if (settled) return;
+      settled = true;
+      clearTimeout(giveUp);
+      clearTimeout(stopTimer);
+      if (note) notes.push(note);
+      client.close(1000, "explorer: seen enough"); // stops reconnect.js; a closed socket ignores it
+      if (actions.cleanUp) actions.cleanUp();
+      resolve({ attempts, notes });
+    }
+
+    // reconnect.js opens each connection with new WebSocket(url), which makes url a string each
+    // time: a nonce per connection, so that the server's record of each one can be found.
+    const url = {
+      toString() {
+        attempt = { nonce: nonce(), startedAt: performance.now(), opened: false, messages: 0 };
+        attempts.push(attempt);
+        return wsUrl(demo.path, { nonce: attempt.nonce });
+      },
+    };
+    const handlers = {
+      onopen(event, socket) {
+        attempt.opened = true;
+        if (attempts.length === 1) {
+          if (actions.onOpen) actions.onOpen(socket, notes);
+          return;
+        }
+        notes.push(`connection ${attempts.length} opened; the page closes it with 1000`);
+        closing = true;
+        client.close(1000, "explorer: seen enough");
+      },
+      onmessage() {
+        attempt.messages += 1;
+      },
+      onclose(event) {
+        Object.assign(attempt, {
+          code: event.code, reason: event.reason, wasClean: event.wasClean,
+          closedAt: performance.now(),
+        });
+        if (attempts.length === 1 && actions.onClose) actions.onClose(notes);
+        if (closing || settled) {
+          settle();
+        } else if (snippetDecision(event.code) === "stop") {
+          stopTimer = setTimeout(
+            () => settle(`no new connection within ${seconds(STOP_WATCH_MS)} of the close`),
+            STOP_WATCH_MS);
+        } else if (attempts.length >= MAX_ATTEMPTS) {
+          settle(`still closed after ${attempts.length} connections: the page stopped`);
+        }
+      },
+    };
+    client = snippet.reconnectingWebSocket(url, handlers, RETRY_OPTIONS);
+  });
+}
+
+// Open ``count`` plain connections to ``path`` and resolve once all are open (or failed).
+function hold(path, count) {
+  return Promise.all(Array.from({ length: count }, () => new Promise((resolve) => {
+    const ws = new WebSocket(wsUrl(path, {}));
+    const timer = setTimeout(() => resolve(ws), CLOSE_WAIT_MS);
+    ws.onopen = () => { clearTimeout(timer); resolve(ws); };
+    ws.onclose = () => { clearTimeout(timer); resolve(ws); };
+  })));
+}
+
+// What the page does on each demo's route, to make its policy act.
+const POLICY_ACTIONS = {
+  idle() {
+    return {
+      onOpen(ws, notes) {
+        ws.send("hello");
+        notes.push("the page sent one message, then nothing");
+      },
+    };
+  },
+  lifetime() {
+    let ticker = null;
+    return {
+      onOpen(ws, notes) {
+        ticker = setInterval(() => ws.send("tick"), 500);
+        notes.push("the page sent a message every 0.5 s: busy, but old");
+      },
+      onClose() {
+        clearInterval(ticker);
+      },
+      cleanUp() {
+        clearInterval(ticker);
+      },
+    };
+  },
+  "first-message"() {
+    return {
+      onOpen(ws, notes) {
+        notes.push("the page sent nothing");
+      },
+    };
+  },
+  "message-rate"(demo) {
+    const count = Math.ceil(demo.value * DATA.rate_burst) * 2;
+    return {
+      onOpen(ws, notes) {
+        for (let i = 0; i < count; i += 1) ws.send(`message ${i + 1}`);
+        notes.push(`the page sent ${count} messages at once, twice the burst`);
+      },
+    };
+  },
+  "byte-rate"(demo) {
+    const burst = demo.value * DATA.rate_burst;
+    const size = Math.ceil(burst / 4);
+    return {
+      onOpen(ws, notes) {
+        for (let i = 0; i < 8; i += 1) ws.send("x".repeat(size));
+        notes.push(`the page sent 8 messages of ${size} bytes at once, twice the burst`);
+      },
+    };
+  },
+  cap(demo) {
+    let holders = [];
+    const free = () => holders.forEach((ws) => ws.close(1000, "explorer: done holding"));
+    return {
+      async before(notes) {
+        holders = await hold(demo.path, demo.value);
+        const open = holders.filter((ws) => ws.readyState === WebSocket.OPEN).length;
+        notes.push(`the page opened ${open} of ${demo.value} connections first, filling the cap`);
+      },
+      onClose(notes) {
+        free();
+        notes.push("the page then closed the connections it held, making room");
+      },
+      cleanUp: free,
+    };
+  },
+};
+POLICY_ACTIONS["cap-per-client"] = POLICY_ACTIONS.cap;
+
+function renderRetry(panel, run, record) {
+  const [first, ...later] = run.attempts;
+  const contract = contractRow(record);
+  const decision = snippetDecision(first.code);
+  const expected = contract === null ? null : DECISION_OF_ADVICE[contract.advice];
+  const cameBack = later.length > 0;
+  const agrees = expected === decision && cameBack === (decision !== "stop");
+  let sent = null;
+  if (record !== null) {
+    sent = `${record.code === null ? `HTTP ${record.http_status}` : record.code} ${record.reason}`;
+  }
+  const list = el("dl");
+  row(list, "the server sent", "retry.sent", sent);
+  row(list, "the contract says", "retry.advice", contract && contract.advice_text);
+  row(list, "its row", "retry.when", contract && contract.sent_when);
+  row(list, "reconnect.js decided", "retry.decision", decision);
+  let because = `${first.code} is in neither of its code sets: final`;
+  if (snippet.RECONNECT_CODES.has(first.code)) because = `${first.code} is in its RECONNECT_CODES`;
+  if (snippet.BACK_OFF_CODES.has(first.code)) because = `${first.code} is in its BACK_OFF_CODES`;
+  row(list, "because", "retry.because", because);
+  row(list, "it came back", "retry.came_back", cameBack ? "yes" : "no");
+  row(list, "as the contract says", "retry.agrees", agrees ? "yes" : "no", agrees ? "good" : "bad");
+  panel.append(el("h3", {}, "Retry contract and reconnect.js"), list);
+  const steps = el("ol", { class: "notes", "data-field": "retry.attempts" });
+  let previous = null;
+  for (const attempt of run.attempts) {
+    const after = previous === null ? "" : `${seconds(attempt.startedAt - previous.closedAt)} later: `;
+    let closed = "not closed";
+    if (attempt.code !== undefined) {
+      closed = `closed ${attempt.code} ${attempt.reason === "" ? "(no reason)" : attempt.reason}`;
+    }
+    steps.append(el("li", {}, `${after}${attempt.opened ? "opened" : "never opened"}, ${closed}`));
+    previous = attempt;
+  }
+  panel.append(steps);
+}
+
+async function runPolicy(section, demo) {
+  const button = section.querySelector("button[type=submit]");
+  const result = section.querySelector(".result");
+  button.disabled = true;
+  result.hidden = false;
+  result.replaceChildren(el("p", { class: "running" }, "running…"));
+  result.removeAttribute("data-state");
+  try {
+    try {
+      snippet = await SNIPPET;
+    } catch (err) {
+      throw new Error(`reconnect.js did not load (served from a checkout's docs/examples): ${err}`);
+    }
+    const actions = POLICY_ACTIONS[demo.name](demo);
+    const before = [];
+    if (actions.before) await actions.before(before);
+    const run = await followPolicy(demo, actions);
+    const [first] = run.attempts;
+    const record = await fetchRecord(first.nonce);
+    const browser = el("div", { class: "panel browser" });
+    const server = el("div", { class: "panel server" });
+    const retry = el("div", { class: "panel retry" });
+    const seen = { ...first, notes: [...before, ...run.notes] };
+    await renderBrowser(browser, seen);
+    renderServer(server, record);
+    renderRetry(retry, run, record);
+    result.replaceChildren(browser, server, retry);
+  } catch (err) {
+    result.replaceChildren(el("p", { class: "bad" }, `The page failed: ${err}`));
+  } finally {
+    result.setAttribute("data-state", "done");
+    button.disabled = false;
+  }
+}
+
+function setUpPolicies() {
+  for (const node of document.querySelectorAll("[data-field=rate_burst]")) {
+    node.textContent = String(DATA.rate_burst);
+  }
+  for (const section of document.querySelectorAll(".scenario[data-policy]")) {
+    const demo = POLICIES.get(section.dataset.policy);
+    for (const node of section.querySelectorAll("[data-demo]")) {
+      node.textContent = String(demo[node.dataset.demo]);
+    }
+    section.querySelector("form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      runPolicy(section, demo);
+    });
+  }
+}
+
 function setUp() {
   for (const node of document.querySelectorAll("[data-field=limit]")) {
     node.textContent = String(DATA.max_message_size);
@@ -204,7 +487,7 @@ function setUp() {
   const sizeInput = document.querySelector("#size input[name=size]");
   sizeInput.value = String(DATA.max_message_size + 1);
 
-  for (const section of document.querySelectorAll(".scenario")) {
+  for (const section of document.querySelectorAll(".scenario:not([data-policy])")) {
     const form = section.querySelector("form");
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -225,6 +508,7 @@ function setUp() {
       el("td", {}, String(entry.code)), el("td", {}, entry.name),
       el("td", {}, entry.may_be_sent ? "yes" : "no: reported locally only")));
   }
+  setUpPolicies();
 }
 
 setUp();
