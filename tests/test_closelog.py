@@ -354,11 +354,11 @@ def test_nothing_is_built_when_the_level_is_off(monkeypatch: pytest.MonkeyPatch)
         calls.append("as_dict")
         return {}
 
-    def log(*args: object, **kwargs: object) -> None:
-        calls.append("log")
+    def make_record(*args: object, **kwargs: object) -> None:
+        calls.append("makeRecord")
 
     monkeypatch.setattr(CloseRecord, "as_dict", as_dict)
-    monkeypatch.setattr(logger, "log", log)
+    monkeypatch.setattr(logger, "makeRecord", make_record)
     try:
         # WARNING (a 1011 with no exception) and INFO records: both below ERROR.
         log_record(logger, with_(path=Path("/ws"), code=1011))

@@ -16,10 +16,10 @@ from reconnect_client import Ended, keep_connected
 from websockets.asyncio.client import ClientConnection, connect
 
 from closeguard import RETRY_CONTRACT, CloseCode, RetryAdvice, check_close, policies
-from closeguard.asgi import CAPACITY_RETRY_AFTER
 from closeguard.codes import POLICY_REASONS
 from closeguard.connection import DRAINING_REASON, INTERNAL_ERROR_REASON, SHUTDOWN_REASON
 from closeguard.options import MAX_LIMIT
+from closeguard.policies import CAPACITY_RETRY_AFTER
 from tests.servers import RunningServer, run_server
 
 

@@ -18,7 +18,7 @@ from .closelog import LOGGER_NAME, log_record, report_failure
 from .connection import DRAINING_REASON, CloseInstead, Connection, Ending
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .options import MaxMessageSize, check_options, limit_for
-from .policies import OVER_CAPACITY, Count, Policies, Rate, Seconds
+from .policies import CAPACITY_RETRY_AFTER, OVER_CAPACITY, Count, Policies, Rate, Seconds
 from .record import CloseRecord
 from .server import Server
 
@@ -32,10 +32,6 @@ ASGIApplication: TypeAlias = Callable[[Any, Any, Any], Awaitable[None]]
 
 #: The scope key under which the app finds closeguard's id for its connection.
 SCOPE_KEY = "closeguard.connection_id"
-
-#: The ``Retry-After`` of a handshake refused over a connection cap, in seconds: clients should
-#: back off further themselves (closeguard.codes says how).
-CAPACITY_RETRY_AFTER = 5
 
 #: How long a close may take while the server tears the task down (a cancellation): the
 #: client should get a code it retries, but a shutdown must not wait on it.

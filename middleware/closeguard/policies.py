@@ -21,6 +21,7 @@ from starlette.types import Scope
 from .codes import CloseCode
 
 __all__ = [
+    "CAPACITY_RETRY_AFTER",
     "FIRST_MESSAGE_TIMEOUT",
     "IDLE_TIMEOUT",
     "MAX_LIFETIME",
@@ -47,6 +48,10 @@ POLICY_CLOSES: dict[str, CloseCode] = {
     OVER_CAPACITY: CloseCode.TRY_AGAIN_LATER,
     RATE_LIMITED: CloseCode.POLICY_VIOLATION,
 }
+
+#: The ``Retry-After`` of a handshake refused over a connection cap, in seconds: clients should
+#: back off further themselves (closeguard.codes says how).
+CAPACITY_RETRY_AFTER = 5
 
 #: How much earlier than ``max_lifetime`` a connection may end, as a share of it: connections
 #: opened together (after a deploy) then end spread over this share, not together.
