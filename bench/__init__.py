@@ -1,4 +1,4 @@
-"""Benchmarks for closeguard: per-message cost, throughput, connection churn and memory.
+"""Benchmarks for closeguard: per-message cost, throughput, churn, memory, drain and policies.
 
 Every script measures closeguard against its baseline in one run, with interleaved rounds,
 prints a markdown table and exits non-zero when its target is missed. See ``bench/README.md``.

@@ -18,10 +18,8 @@ Run: ``python -m bench.churn`` (``--quick`` for the CI smoke run).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Sequence
 
 from . import common, servers
@@ -35,7 +33,6 @@ TARGET = 0.88
 #: 10% or more: the smoke run catches a gross regression (a second record per connection, a
 #: blocking call), not a few per cent.
 QUICK_TARGET = 0.6
-TIMEOUT = 120.0
 #: Cycles each fresh server runs before it is measured.
 WARM_UP_CYCLES = 200
 
@@ -61,21 +58,12 @@ async def cycles(port: int, count: int) -> None:
 
 async def one_round(server: servers.Server, workers: int, per_worker: int) -> tuple[float, float]:
     """Cycles per second and server CPU microseconds per cycle for one sample."""
-    cpu_before = server.cpu_seconds()
-    started = time.perf_counter()
-    await asyncio.wait_for(
-        asyncio.gather(*(cycles(server.port, per_worker) for _ in range(workers))), TIMEOUT
-    )
-    elapsed = time.perf_counter() - started
-    cpu = server.cpu_seconds() - cpu_before
-    total = workers * per_worker
-    return total / elapsed, cpu / total * 1e6
+    work = asyncio.gather(*(cycles(server.port, per_worker) for _ in range(workers)))
+    return await servers.timed(server, workers * per_worker, work)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv)
     workers, per_worker = (8, 30) if args.quick else (8, 200)
     return servers.compare(
         "churn",

@@ -173,14 +173,14 @@ def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> F
     return Figure([a / b for a, b in zip(numerator, denominator, strict=True) if b])
 
 
-def fmt(value: float, digits: int = 3) -> str:
+def fmt(value: float) -> str:
     if value >= 1000:
         return f"{value:,.0f}"
-    return f"{value:.{digits}g}" if value < 100 else f"{value:.0f}"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
-def fmt_figure(figure: Figure, digits: int = 3) -> str:
-    return f"{fmt(figure.median, digits)} ±{figure.spread * 100:.1f}%"
+def fmt_figure(figure: Figure) -> str:
+    return f"{fmt(figure.median)} ±{figure.spread * 100:.1f}%"
 
 
 # Targets ------------------------------------------------------------------------------------
@@ -276,13 +276,20 @@ def pin(role: int) -> bool:
     return True
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+def arguments(
+    doc: str | None, argv: Sequence[str] | None, connections: bool = False
+) -> argparse.Namespace:
+    """The command line every benchmark takes (``--connections`` where asked), parsed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument(
         "--quick",
         action="store_true",
         help="few rounds and small counts (CI smoke run; lenient thresholds, see bench/README.md)",
     )
     parser.add_argument("--rounds", type=int, default=None, help="override the round count")
+    if connections:
+        parser.add_argument("--connections", type=int, default=None)
+    return parser.parse_args(argv)
 
 
 #: Every target checked in this process, for ``run_all``'s summary.

@@ -10,7 +10,6 @@ Run: ``python -m bench.drain`` (10,000 connections, 10 s); ``--quick`` for the C
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import sys
@@ -19,73 +18,32 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import common, harness, servers
+from . import common, servers
 from .common import Target, fmt
-from .rawws import OP_CLOSE, RawClient
+from .harness import log_lines
 
 WS = "websockets-sansio"
-TIMEOUT = 300.0
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-async def open_idle(port: int, count: int) -> list[RawClient]:
-    handshakes = asyncio.Semaphore(200)
-
-    async def one(index: int) -> RawClient:
-        async with handshakes:
-            return await RawClient.connect(port, f"/echo/{index}", timeout=60)
-
-    clients = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), TIMEOUT)
-    assert all(client.opened for client in clients), "a handshake failed"
-    return clients
-
-
-async def close_times(clients: list[RawClient], started: float, timeout: float) -> list[float]:
-    """Seconds from ``started`` to each client's Close frame; the code of each must be 1012."""
-
-    async def one(client: RawClient) -> float:
-        while (frame := await client.read_frame()) is not None:
-            if frame.opcode == OP_CLOSE:
-                arrived = time.monotonic() - started
-                assert frame.close_code == 1012, frame
-                client.abort()
-                return arrived
-        raise AssertionError("the server closed TCP without a Close frame")
-
-    return await asyncio.wait_for(asyncio.gather(*(one(c) for c in clients)), timeout)
 
 
 async def one_run(count: int, window: float, drain: bool, tmp: Path) -> dict[str, float]:
-    port = harness.free_port()
     drain_file, log_file = tmp / f"drain-{drain}", tmp / f"records-{drain}.log"
-    command = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
-    command += ["--variant", "closeguard", "--ws", WS, "--log-file", str(log_file)]
-    command += ["--option", f"drain_file={drain_file}", "--option", f"drain_window={window}"]
-    process = harness.start(command)
-    server = servers.Server("closeguard", WS, process, port)
-    try:
-        harness.wait_until(process, lambda: harness.listening(port), what="the drain server")
-        rss_before = rss_bytes(process.pid)
-        clients = await open_idle(port, count)
+    extra = ["--log-file", str(log_file)]
+    extra += servers.options(drain_file=drain_file, drain_window=window)
+    with servers.running([("closeguard", WS, extra)], grace=30) as (server,):
+        rss_before = server.rss_bytes()
+        clients = list(await servers.open_idle(server.port, count))
         await asyncio.sleep(0.5)
-        rss_open = rss_bytes(process.pid)
+        rss_open = server.rss_bytes()
         cpu_before, started = server.cpu_seconds(), time.monotonic()
         if drain:
             drain_file.touch()
         else:
-            process.terminate()
-        times = await close_times(clients, started, window + 30 if drain else 30)
+            server.process.terminate()
+        timeout = window + 30 if drain else 30
+        arrivals = await servers.close_arrivals(clients, 1012, None, timeout)
         cpu = server.cpu_seconds() - cpu_before
-    finally:
-        harness.stop(process, grace=30)
-    records = [line for line in harness.log_lines(log_file) if "closed: code=1012" in line]
+    records = [line for line in log_lines(log_file) if "closed: code=1012" in line]
+    times = [at - started for at in arrivals]
     slices = [0] * (int(window / 0.1) + 1)
     first = min(times)
     for at in times:
@@ -101,14 +59,10 @@ async def one_run(count: int, window: float, drain: bool, tmp: Path) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    parser.add_argument("--connections", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv, connections=True)
     count, window = (500, 2.0) if args.quick else (10_000, 10.0)
     count = args.connections or count
-    if harness.raise_fd_limit() < count + 200:
-        print(f"the file-descriptor limit is below {count} connections + 200", file=sys.stderr)
+    if not servers.enough_descriptors(count):
         return 2
     common.pin(common.CLIENT_CPU)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,11 +1,11 @@
 """Memory per open connection under uvicorn: what closeguard adds to each idle connection.
 
 Servers (bare and closeguard, ``--ws websockets-sansio``) run in their own processes with
-``tracemalloc`` on. Each sample opens N idle connections (handshake done, the app waiting in
-``receive``), asks the server for its traced Python memory after a full garbage collection
-(``GET /stats``), closes them, and asks again. Per connection = (open - closed) / N;
-closeguard's share is its figure minus bare's in the same round. tracemalloc sees every
-Python allocation (closeguard's state, closures, the copied scope).
+``tracemalloc`` on. Each sample opens N idle connections with the raw client (handshake done,
+the app waiting in ``receive``), asks the server for its traced Python memory after a full
+garbage collection (``GET /stats``), drops them, and asks again. Per connection = (open -
+closed) / N; closeguard's share is its figure minus bare's in the same round. tracemalloc sees
+every Python allocation (closeguard's state, closures, the copied scope).
 
 Target: closeguard adds <= 2 KiB per connection (tracemalloc).
 
@@ -14,48 +14,30 @@ Run: ``python -m bench.memory`` (``--quick`` for the CI smoke run).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import resource
 import sys
 import tempfile
 from collections.abc import Sequence
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from . import common, servers
 from .common import Figure, Target, fmt_figure
-from .harness import raise_fd_limit
 
 VARIANTS = ("bare", "closeguard")
 WS = "websockets-sansio"
 TARGET_BYTES = 2048
-TIMEOUT = 120.0
-
-
-async def open_many(url: str, count: int) -> list[ClientConnection]:
-    sockets: list[ClientConnection] = []
-    for start in range(0, count, 50):  # in batches: the backlog and the client stay calm
-        batch = [
-            connect(url, compression=None, open_timeout=60) for _ in range(min(50, count - start))
-        ]
-        sockets += await asyncio.wait_for(asyncio.gather(*batch), TIMEOUT)
-    return sockets
-
-
-async def close_all(sockets: list[ClientConnection]) -> None:
-    await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in sockets)), TIMEOUT)
 
 
 async def one_round(server: servers.Server, count: int) -> float:
     """Traced bytes per open connection for one sample."""
-    sockets = await open_many(server.url, count)
+    clients = await servers.open_idle(server.port, count)
     await asyncio.sleep(0.2)  # the last accepts reach the app's receive
-    opened = await asyncio.to_thread(server.stats)
-    await close_all(sockets)
-    await asyncio.sleep(0.5)  # the server finishes the closing handshakes
-    closed = await asyncio.to_thread(server.stats)
-    return ((opened["traced"] or 0) - (closed["traced"] or 0)) / count
+    opened = await asyncio.to_thread(server.traced_bytes)
+    for client in clients:
+        client.abort()
+    await asyncio.sleep(0.5)  # the server sees every connection end
+    closed = await asyncio.to_thread(server.traced_bytes)
+    return (opened - closed) / count
 
 
 async def measure(running: list[servers.Server], rounds: int, count: int) -> dict[str, list[float]]:
@@ -71,16 +53,11 @@ async def measure(running: list[servers.Server], rounds: int, count: int) -> dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    parser.add_argument("--connections", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv, connections=True)
     rounds, count = (3, 300) if args.quick else (5, 1000)
     rounds = args.rounds or rounds
     count = args.connections or count
-    limit = raise_fd_limit()
-    if limit < count + 200:
-        print(f"file-descriptor limit {limit} < {count} connections + 200", file=sys.stderr)
+    if not servers.enough_descriptors(count):
         return 2
     pinned = common.pin(common.CLIENT_CPU)
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,6 @@ Run: ``python -m bench.per_message`` (``--quick`` for the CI smoke run).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import logging
@@ -231,31 +230,29 @@ def report(
 ) -> tuple[list[str], list[Target]]:
     names = list(per_connection)
     kinds = list(PAYLOADS)
+
+    def message_ratio(kind: str, name: str, against: str) -> float:
+        return paired_ratios(per_message[kind][name], per_message[kind][against]).median
+
     header = ["variant", *[f"{kind} ns/msg" for kind in kinds], "x bare", "x reference"]
     rows = []
     for name in names:
         row = [name, *(fmt_figure(Figure(per_message[kind][name])) for kind in kinds)]
         for against in ("bare", "reference"):
-            ratios = [paired_ratios(per_message[k][name], per_message[k][against]) for k in kinds]
-            row.append(" / ".join(fmt(ratio.median) for ratio in ratios))
+            row.append(" / ".join(fmt(message_ratio(kind, name, against)) for kind in kinds))
         rows.append(row)
     limit = QUICK_TARGET_VS_REFERENCE if quick else TARGET_VS_REFERENCE
     targets = [
         Target(
             f"per message, {kind}: closeguard / reference",
-            paired_ratios(per_message[kind]["closeguard"], per_message[kind]["reference"]).median,
+            message_ratio(kind, "closeguard", "reference"),
             limit,
             "max",
         )
         for kind in JUDGED_KINDS
     ]
     policies_cost = " / ".join(
-        fmt(
-            paired_ratios(
-                per_message[k]["closeguard+policies"], per_message[k]["closeguard"]
-            ).median
-        )
-        for k in JUDGED_KINDS
+        fmt(message_ratio(kind, "closeguard+policies", "closeguard")) for kind in JUDGED_KINDS
     )
     conn_rows = []
     for name in names:
@@ -282,9 +279,7 @@ def report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv)
     # Long connections, so that the per-connection time subtracted (and its noise) is a small
     # part of each; long samples and many rounds, so that a ratio near 1.0 is read to a few
     # tenths of a per cent: closeguard and the reference do nearly the same work per message.

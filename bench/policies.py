@@ -6,7 +6,7 @@ memory closeguard adds; the worker's CPU while every connection idles (no timer 
 connection before its deadline); then each close's lateness past its idle deadline (at most 1 s
 allowed), every one 1001 ``idle_timeout``, and one record each.
 
-Flood: F clients each send 1,000 messages a second (for 2 s) against ``max_messages_per_second
+Flood: F clients each send 1,000 messages a second (until closed) against ``max_messages_per_second
 = 50``, beside C clients sending 5 a second: every flooder is closed with 1008 ``rate_limited``,
 no calm client is touched.
 
@@ -15,7 +15,6 @@ Run: ``python -m bench.policies`` (10,000 connections, T = 10 s); ``--quick`` fo
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import tempfile
@@ -23,37 +22,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import common, harness, servers
+from . import common, servers
 from .common import Target, fmt
-from .drain import open_idle, rss_bytes
-from .rawws import OP_CLOSE, OP_TEXT, RawClient
+from .harness import log_lines
+from .rawws import OP_TEXT, RawClient, client_frame
 
 WS = "websockets-sansio"
 RATE = 50
-
-
-def start(
-    variant: str, log_file: Path, options: Sequence[str], traced: bool = False
-) -> servers.Server:
-    port = harness.free_port()
-    command = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
-    command += ["--tracemalloc"] if traced else []
-    command += ["--variant", variant, "--ws", WS, "--log-file", str(log_file)]
-    for option in options:
-        command += ["--option", option]
-    process = harness.start(command)
-    harness.wait_until(process, lambda: harness.listening(port), what=f"the {variant} server")
-    return servers.Server(variant, WS, process, port)
-
-
-async def lateness(client: RawClient, deadline: float) -> float:
-    """Seconds past ``deadline`` (on the monotonic clock) that the client's 1001 came."""
-    while (frame := await client.read_frame()) is not None:
-        if frame.opcode == OP_CLOSE:
-            assert (frame.close_code, frame.close_reason) == (1001, b"idle_timeout"), frame
-            client.abort()
-            return time.monotonic() - deadline
-    raise AssertionError("the server closed TCP without a Close frame")
 
 
 async def deadlines(
@@ -61,30 +36,31 @@ async def deadlines(
 ) -> dict[str, dict[str, float]]:
     """Each variant's figures per connection. Traced, the resident memory includes
     tracemalloc's own: the memory figures come from a run each way."""
-    options = [f"idle_timeout={idle}", f"max_lifetime={2 * idle}"]
     figures: dict[str, dict[str, float]] = {}
     for variant in ("bare", "closeguard"):
         log_file = tmp / f"{variant}-{traced}.log"
-        server = start(variant, log_file, options if variant == "closeguard" else [], traced)
-        try:
-            before, traced_before = rss_bytes(server.process.pid), server.stats()["traced"] or 0
-            opened_at = time.monotonic()
-            clients = await open_idle(server.port, count)
-            opened = {id(client): time.monotonic() for client in clients}
-            rss, traced_open = rss_bytes(server.process.pid), server.stats()["traced"] or 0
+        extra = ["--log-file", str(log_file), *(["--tracemalloc"] if traced else [])]
+        if variant == "closeguard":
+            extra += servers.options(idle_timeout=idle, max_lifetime=2 * idle)
+        with servers.running([(variant, WS, extra)], grace=30) as (server,):
+            before, traced_before = server.rss_bytes(), server.traced_bytes()
+            opening = time.monotonic()
+            opened = await servers.open_idle(server.port, count)
+            rss, traced_open = server.rss_bytes(), server.traced_bytes()
             cpu, quiet_from = server.cpu_seconds(), time.monotonic()
-            await asyncio.sleep(max(0.5, opened_at + idle - time.monotonic() - 0.5))
+            await asyncio.sleep(max(0.5, opening + idle - time.monotonic() - 0.5))
             idle_cpu = (server.cpu_seconds() - cpu) / (time.monotonic() - quiet_from)
             late = [0.0]
             if variant == "closeguard":
-                # The last handshake's deadline is later than the first's: each its own.
-                waits = [lateness(c, opened[id(c)] + idle) for c in clients]
-                late = await asyncio.wait_for(asyncio.gather(*waits), idle + 30)
-            for client in clients:
+                # Each connection's deadline is its own: the last handshake ends seconds
+                # after the first.
+                reason = b"idle_timeout"
+                arrivals = await servers.close_arrivals(list(opened), 1001, reason, idle + 30)
+                starts = opened.values()
+                late = [at - start - idle for at, start in zip(arrivals, starts, strict=True)]
+            for client in opened:
                 client.abort()
-        finally:
-            harness.stop(server.process, grace=30)
-        records = [line for line in harness.log_lines(log_file) if "reason='idle_timeout'" in line]
+        records = [line for line in log_lines(log_file) if "reason='idle_timeout'" in line]
         figures[variant] = {
             "rss": (rss - before) / count,
             "traced": (traced_open - traced_before) / count,
@@ -97,16 +73,17 @@ async def deadlines(
 
 async def flood(flooders: int, calm: int, tmp: Path) -> tuple[int, int]:
     """How many flooders got 1008 ``rate_limited``, how many calm clients stayed open."""
-    server = start("closeguard", tmp / "flood.log", [f"max_messages_per_second={RATE}"])
-    try:
-        clients = await open_idle(server.port, flooders + calm)
+    extra = ["--log-file", str(tmp / "flood.log"), *servers.options(max_messages_per_second=RATE)]
+    burst = b"".join(client_frame(OP_TEXT, b"flood") for _ in range(10))
+    with servers.running([("closeguard", WS, extra)], grace=30) as (server,):
+        clients = list(await servers.open_idle(server.port, flooders + calm))
 
         async def flooding(client: RawClient) -> bool:
             reader = asyncio.ensure_future(client.read_to_end(timeout=10))
-            for _ in range(2000):  # 1,000 a second, for 2 s at most
+            for _ in range(2000):  # 1,000 a second until closed (the reader waits 10 s)
                 if reader.done():
                     break
-                client.writer.write(b"".join(rawframe() for _ in range(10)))
+                client.writer.write(burst)
                 await asyncio.sleep(0.01)
             wire = await reader
             return wire.close == (1008, "rate_limited")
@@ -125,26 +102,14 @@ async def flood(flooders: int, calm: int, tmp: Path) -> tuple[int, int]:
         )
         for client in clients:
             client.abort()
-    finally:
-        harness.stop(server.process, grace=30)
     return sum(results[:flooders]), sum(results[flooders:])
 
 
-def rawframe() -> bytes:
-    from .rawws import client_frame
-
-    return client_frame(OP_TEXT, b"flood")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    parser.add_argument("--connections", type=int, default=None)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv, connections=True)
     count, idle, flooders, calm = (500, 2.0, 10, 5) if args.quick else (10_000, 10.0, 100, 20)
     count = args.connections or count
-    if harness.raise_fd_limit() < count + 200:
-        print(f"the file-descriptor limit is below {count} connections + 200", file=sys.stderr)
+    if not servers.enough_descriptors(count):
         return 2
     common.pin(common.CLIENT_CPU)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,6 @@
-"""The end-to-end benchmarks: echo servers (``bench.echo_server``) started side by side for
-each round, their CPU time and memory, interleaved rounds, and the comparison's report."""
+"""The end-to-end benchmarks: echo servers (``bench.echo_server``) started side by side, their
+CPU time and memory, many idle connections and the Close frames that end them, interleaved
+rounds, and the comparison's report."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import common, harness
 from .common import Figure, Target, fmt, fmt_figure, paired_ratios, table
+from .rawws import OP_CLOSE, RawClient
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: The longest one timed sample may take.
+TIMEOUT = 120.0
 
 
 @dataclass
@@ -39,17 +44,42 @@ class Server:
             fields = stat.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
-    def stats(self) -> dict[str, int | None]:
+    def rss_bytes(self) -> int:
+        """The server process's resident memory now (from /proc)."""
+        with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def traced_bytes(self) -> int:
+        """The server's traced Python memory after a full collection (0 without
+        ``--tracemalloc``)."""
         url = f"http://127.0.0.1:{self.port}/stats"
         with urllib.request.urlopen(url, timeout=30) as response:
-            data: dict[str, int | None] = json.load(response)
-        return data
+            return int(json.load(response)["traced"] or 0)
+
+
+async def timed(server: Server, units: int, work: Awaitable[object]) -> tuple[float, float]:
+    """Await ``work`` (``units`` of it, at most ``TIMEOUT`` s): units per second and the
+    server's CPU microseconds per unit."""
+    cpu_before, started = server.cpu_seconds(), time.perf_counter()
+    await asyncio.wait_for(work, TIMEOUT)
+    elapsed = time.perf_counter() - started
+    return units / elapsed, (server.cpu_seconds() - cpu_before) / units * 1e6
+
+
+def options(**values: object) -> list[str]:
+    """``bench.echo_server``'s arguments for these closeguard options."""
+    return [arg for name, value in values.items() for arg in ("--option", f"{name}={value}")]
 
 
 @contextlib.contextmanager
-def running(specs: Sequence[tuple[str, str, Sequence[str]]]) -> Iterator[list[Server]]:
-    """Servers for each (variant, ws, extra arguments), started side by side and stopped
-    however the block ends."""
+def running(
+    specs: Sequence[tuple[str, str, Sequence[str]]], grace: float = 10.0
+) -> Iterator[list[Server]]:
+    """Servers for each (variant, ws, extra arguments), started side by side, each pinned to
+    the server's core, and stopped however the block ends (``grace``: see ``harness.stop``)."""
     cpu = ["--cpu", str(common.core(common.SERVER_CPU))] if common.can_pin() else []
     # One hash seed for every server: string hashes set dict layouts, and with them a few
     # per cent of speed that would otherwise differ from process to process, not by variant.
@@ -67,7 +97,50 @@ def running(specs: Sequence[tuple[str, str, Sequence[str]]]) -> Iterator[list[Se
         yield started
     finally:
         for server in started:
-            harness.stop(server.process)
+            harness.stop(server.process, grace)
+
+
+def enough_descriptors(connections: int) -> bool:
+    """Lift the file-descriptor limit; False (said on stderr) if ``connections`` + 200 do
+    not fit."""
+    limit = harness.raise_fd_limit()
+    if limit < connections + 200:
+        print(f"file-descriptor limit {limit} < {connections} connections + 200", file=sys.stderr)
+        return False
+    return True
+
+
+async def open_idle(port: int, count: int, timeout: float = 300.0) -> dict[RawClient, float]:
+    """``count`` raw clients done with their handshakes, 200 in flight at a time, each with the
+    monotonic time its handshake completed."""
+    handshakes = asyncio.Semaphore(200)
+
+    async def one(index: int) -> tuple[RawClient, float]:
+        async with handshakes:
+            client = await RawClient.connect(port, f"/echo/{index}", timeout=60)
+        assert client.opened, f"handshake refused: HTTP {client.wire.status}"
+        return client, time.monotonic()
+
+    return dict(await asyncio.wait_for(asyncio.gather(*map(one, range(count))), timeout))
+
+
+async def close_arrivals(
+    clients: Sequence[RawClient], code: int, reason: bytes | None, timeout: float
+) -> list[float]:
+    """The monotonic time each client's Close frame came, in order; each must carry ``code``
+    (and ``reason`` unless None). Each client is dropped once its Close is read."""
+
+    async def one(client: RawClient) -> float:
+        while (frame := await client.read_frame()) is not None:
+            if frame.opcode == OP_CLOSE:
+                arrived = time.monotonic()
+                assert frame.close_code == code, frame
+                assert reason is None or frame.close_reason == reason, frame
+                client.abort()
+                return arrived
+        raise AssertionError("the server closed TCP without a Close frame")
+
+    return await asyncio.wait_for(asyncio.gather(*map(one, clients)), timeout)
 
 
 #: One sample of a server: (per second, server CPU microseconds per unit).

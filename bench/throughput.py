@@ -19,11 +19,9 @@ Run: ``python -m bench.throughput`` (``--quick`` for the CI smoke run).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import sys
-import time
 from collections.abc import Sequence
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,7 +37,6 @@ TARGETS = [
     ("wsproto", "closeguard", "reference", 0.98),
 ]
 QUICK_TARGET = 0.75  # a second of load per sample on a shared CI machine: smoke, not verdict
-TIMEOUT = 120.0
 
 
 async def pump(ws: ClientConnection, messages: int, window: int) -> None:
@@ -63,24 +60,15 @@ async def one_round(
         for _ in range(connections)
     ]
     try:
-        cpu_before = server.cpu_seconds()
-        started = time.perf_counter()
-        await asyncio.wait_for(
-            asyncio.gather(*(pump(ws, messages, window) for ws in sockets)), TIMEOUT
-        )
-        elapsed = time.perf_counter() - started
-        cpu = server.cpu_seconds() - cpu_before
+        work = asyncio.gather(*(pump(ws, messages, window) for ws in sockets))
+        return await servers.timed(server, connections * messages, work)
     finally:
         for ws in sockets:
             await ws.close()
-    total = connections * messages
-    return total / elapsed, cpu / total * 1e6
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    common.add_common_arguments(parser)
-    args = parser.parse_args(argv)
+    args = common.arguments(__doc__, argv)
     connections, messages, window = (4, 2000, 32) if args.quick else (4, 10000, 32)
     return servers.compare(
         "throughput",
