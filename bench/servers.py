@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from . import common, harness
-from .common import Figure, Target, fmt, fmt_figure, paired_ratios, table
+from .common import Figure, Target, fmt_figure, paired_ratios, table
 from .rawws import OP_CLOSE, RawClient
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -220,9 +220,9 @@ def compare(
                     ws,
                     variant,
                     fmt_figure(Figure(rate[key])),
-                    *(fmt(paired_ratios(rate[key], rate[ws, other]).median) for other in against),
+                    *(fmt_figure(paired_ratios(rate[key], rate[ws, other])) for other in against),
                     fmt_figure(Figure(cpu[key])),
-                    fmt(paired_ratios(cpu[key], cpu[ws, "bare"]).median),
+                    fmt_figure(paired_ratios(cpu[key], cpu[ws, "bare"])),
                     f"{busy.median * 100:.0f}%",
                 ]
             )
