@@ -2,6 +2,11 @@
 
 The fake server (:mod:`tests.fake_server`) plays a scripted client and keeps every frame
 closeguard puts on its wire; this is the fast layer. What a real client sees is in test_wire.py.
+
+A promise the core's unit tests (test_connection.py) and a wire test both assert is not asserted
+here again: this layer keeps what only the wrapper shows, a path through the wrapper or
+:mod:`closeguard.server` of its own, a server behaviour the fake plays, a framework's path, or a
+message shape the others do not send.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from closeguard import (
     WebSocketCloseMiddleware,
     connection_id,
 )
-from closeguard.connection import message_size, qualified_name
+from closeguard.connection import qualified_name
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientBytes, ClientClose, ClientDrop, ClientEvent, ClientText
 
@@ -117,41 +122,6 @@ async def test_other_scopes_reach_the_app_untouched(scope_type: str) -> None:
 # Closes ------------------------------------------------------------------------------------
 
 
-async def test_valid_close_passes_and_is_recorded() -> None:
-    server = FakeServer()
-    records, escaped = await run(
-        raw(ACCEPT, sends({"type": "websocket.close", "code": 4000, "reason": "bye"})), server
-    )
-    assert escaped is None
-    assert server.closes == [(4000, "bye")]
-    [record] = records
-    assert (record.code, record.reason, record.initiator, record.path) == (
-        4000,
-        "bye",
-        "app",
-        "/ws",
-    )
-    assert record.client == "127.0.0.1:5000"
-
-
-async def test_invalid_close_raises_out_of_send_and_nothing_reaches_the_server() -> None:
-    caught: list[BaseException] = []
-
-    async def try_1005(receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "websocket.close", "code": 1005})
-        except InvalidCloseCode as exc:
-            caught.append(exc)
-
-    server = FakeServer()
-    records, escaped = await run(raw(ACCEPT, try_1005), server)
-    assert escaped is None
-    assert "close code 1005 is reserved for local use" in str(caught[0])
-    # The app returned without a valid close: closeguard closed it with 1000.
-    assert server.closes == [(1000, "")]
-    assert records[0].requested_code == 1005
-
-
 async def test_invalid_close_left_unhandled_becomes_1011_and_propagates() -> None:
     server = FakeServer()
     app = raw(ACCEPT, sends({"type": "websocket.close", "code": 999}))
@@ -164,26 +134,36 @@ async def test_invalid_close_left_unhandled_becomes_1011_and_propagates() -> Non
     )
 
 
-async def test_replace_mode_sends_the_substitute() -> None:
+@pytest.mark.parametrize(
+    ("code", "sent", "violation"),
+    [
+        # The reason cut at a whole character.
+        (4000, (4000, "é" * 61), ["close reason is 140 bytes in UTF-8"]),
+        # A 1011 substitute: its reason is withheld, as an app's own 1011's is.
+        (
+            1015,
+            (1011, "internal error"),
+            [
+                "close code 1015 is reserved",
+                f"a 1011's reason is not sent; the app's was {'é' * 61!r}",
+            ],
+        ),
+    ],
+    ids=["reason cut", "1011"],
+)
+async def test_replace_mode_sends_the_substitute(
+    code: int, sent: tuple[int, str], violation: list[str]
+) -> None:
     server = FakeServer()
-    app = raw(ACCEPT, sends({"type": "websocket.close", "code": 4000, "reason": "é" * 70}))
+    app = raw(ACCEPT, sends({"type": "websocket.close", "code": code, "reason": "é" * 70}))
     records, escaped = await run(app, server, invalid_close="replace")
     assert escaped is None
-    assert server.closes == [(4000, "é" * 61)]
-    assert records[0].requested_code == 4000
-
-
-async def test_replace_mode_sends_a_1011_substitute_without_the_apps_reason() -> None:
-    server = FakeServer()
-    app = raw(ACCEPT, sends({"type": "websocket.close", "code": 1015, "reason": "é" * 70}))
-    records, escaped = await run(app, server, invalid_close="replace")
-    assert escaped is None
-    assert server.closes == [(1011, "internal error")]
+    assert server.closes == [sent]
     [record] = records
-    assert (record.code, record.reason, record.requested_code) == (1011, "internal error", 1015)
+    assert (record.code, record.reason, record.requested_code) == (*sent, code)
     assert record.violation is not None
-    assert record.violation.startswith("close code 1015 is reserved")
-    assert f"a 1011's reason is not sent; the app's was {'é' * 61!r}" in record.violation
+    assert record.violation.startswith(violation[0])
+    assert all(words in record.violation for words in violation)
 
 
 @pytest.mark.parametrize(
@@ -214,32 +194,7 @@ async def test_an_apps_1011_goes_out_with_closeguards_reason_alone(
         assert violation in record.violation
 
 
-async def test_send_after_close_raises_and_reaches_nobody() -> None:
-    server = FakeServer()
-    app = raw(
-        ACCEPT,
-        sends({"type": "websocket.close", "code": 1000}),
-        sends({"type": "websocket.send", "text": "late"}),
-    )
-    records, escaped = await run(app, server)
-    assert isinstance(escaped, CloseAlreadySent)
-    assert isinstance(escaped, RuntimeError)
-    assert [frame.kind for frame in server.wire] == ["accept", "close"]
-    assert (records[0].code, records[0].exception) == (
-        1000,
-        "closeguard.connection.CloseAlreadySent",
-    )
-
-
 # Exceptions --------------------------------------------------------------------------------
-
-
-async def test_exception_after_accept_sends_1011_records_and_reraises() -> None:
-    server = FakeServer()
-    records, escaped = await run(raw(ACCEPT, raises), server)
-    assert isinstance(escaped, RuntimeError)
-    assert server.closes == [(1011, "internal error")]
-    assert records[0].exception == "RuntimeError"
 
 
 async def test_reraise_off_swallows_after_the_1011(caplog: pytest.LogCaptureFixture) -> None:
@@ -288,21 +243,32 @@ async def test_a_group_of_ordinary_ends_after_the_disconnect_is_an_ordinary_end(
     assert (record.code, record.initiator, record.exception) == (1000, "client", None)
 
 
-async def test_exception_before_accept_sends_nothing() -> None:
-    server = FakeServer()
-    records, escaped = await run(raw(raises), server)
-    assert isinstance(escaped, RuntimeError)
-    assert server.wire == []
-    assert (records[0].accepted, records[0].code) == (False, None)
-
-
-async def test_transport_gone_while_sending_is_the_clients_end() -> None:
-    server = FakeServer([ClientEvent(3, ClientDrop())])  # gone just before the app's send
-    records, escaped = await run(
-        raw(ACCEPT, sends({"type": "websocket.send", "text": "x"})), server
-    )
-    assert escaped is None  # the server's "peer is gone" error is an ordinary end
-    assert (records[0].code, records[0].initiator) == (1006, "client")
+@pytest.mark.parametrize(
+    ("gone", "code"),
+    [
+        (ClientDrop(), 1006),  # the transport gone: the fake reports 1006, as uvicorn's legacy
+        (ClientClose(1000), 1000),  # the client's close: the server reports its code
+    ],
+    ids=["dropped", "closed"],
+)
+async def test_a_data_send_that_finds_the_peer_gone_takes_the_servers_report(
+    gone: ClientDrop | ClientClose, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client leaves just before the app's third call, its send: the send raises OSError,
+    and the server's receive then reports how the connection ended."""
+    server = FakeServer([ClientEvent(3, gone)])
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        records, escaped = await run(
+            raw(ACCEPT, sends({"type": "websocket.send", "text": "x"})), server
+        )
+    assert escaped is None  # the OSError after the peer left is an ordinary end
+    assert server.closes == []
+    [record] = records
+    assert (record.code, record.reason, record.initiator) == (code, "", "client")
+    assert record.exception is None
+    assert record.messages_sent == 0
+    [log] = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert log.levelno == logging.INFO
 
 
 # Inbound size ------------------------------------------------------------------------------
@@ -317,38 +283,38 @@ async def echo_until_disconnect(receive: Receive, send: Send) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "too_big"),
-    [("a" * 10, False), ("a" * 11, True), ("é" * 5, False), ("é" * 6, True), ("😀😀", False)],
-)
-async def test_the_limit_is_in_utf8_bytes(text: str, too_big: bool) -> None:
-    server = FakeServer([ClientText(text), ClientClose(1000)])
-    records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=10)
-    if too_big:
-        assert server.closes == [(1009, "message exceeds the limit of 10 bytes")]
-        assert records[0].messages_received == 0
-    else:
-        assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
-        assert records[0].messages_received == 1
-
-
-@pytest.mark.parametrize(
-    ("text", "too_big"),
+    ("limit", "text", "too_big"),
     [
-        ("é" * 400, False),  # 800 bytes: more characters than a quarter of the limit, fits
-        ("😀" * 300, True),  # 300 characters, 1200 bytes
-        ("€" * 334, True),  # 1002 bytes
-        ("€" * 333, False),  # 999 bytes
+        (10, "a" * 10, False),
+        (10, "a" * 11, True),
+        (10, "é" * 5, False),  # 5 characters, 10 bytes: exactly the limit
+        (10, "é" * 6, True),
+        (10, "😀😀", False),
+        (None, "aé€😀", False),  # 4 characters, 10 bytes, counted so both ways
+        (1000, "é" * 400, False),  # 800 bytes
+        (1000, "😀" * 300, True),  # 300 characters, 1200 bytes
+        (1000, "€" * 334, True),  # 1002 bytes
+        (1000, "€" * 333, False),  # 999 bytes
     ],
 )
-async def test_text_near_the_limit_is_measured_in_utf8(text: str, too_big: bool) -> None:
+async def test_the_limit_and_the_counts_are_in_utf8_bytes(
+    limit: int | None, text: str, too_big: bool
+) -> None:
+    """A text over the limit never reaches the app; one within it is delivered, echoed, and
+    counted each way in the bytes it takes on the wire."""
     server = FakeServer([ClientText(text), ClientClose(1000)])
-    records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=1000)
+    records, escaped = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=limit)
+    assert escaped is None
+    [record] = records
     if too_big:
-        assert server.closes == [(1009, "message exceeds the limit of 1000 bytes")]
+        assert server.closes == [(1009, f"message exceeds the limit of {limit} bytes")]
+        assert record.messages_received == 0
     else:
         assert server.closes == []
+        assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
         size = len(text.encode("utf-8"))
-        assert (records[0].bytes_received, records[0].bytes_sent) == (size, size)
+        assert (record.messages_received, record.bytes_received) == (1, size)
+        assert (record.messages_sent, record.bytes_sent) == (1, size)
 
 
 async def test_the_app_gets_a_1009_disconnect_and_never_the_message() -> None:
@@ -705,42 +671,6 @@ async def test_an_accept_that_finds_the_client_gone_is_no_websocket() -> None:
     assert (record.accepted, record.code, record.exception) == (False, None, None)
 
 
-async def test_a_client_that_left_before_accept_leaves_no_code_however_often_told() -> None:
-    """A raw app that reads on after the client left during the handshake is told again;
-    that is still a handshake that never became a WebSocket."""
-
-    async def read_twice(receive: Receive, send: Send) -> None:
-        for _ in range(2):
-            assert (await receive())["type"] == "websocket.disconnect"
-
-    server = FakeServer([ClientEvent(1, ClientDrop())])
-    records, escaped = await run(raw(read_twice), server)
-    assert escaped is None
-    assert server.wire == []
-    [record] = records
-    assert (record.accepted, record.code) == (False, None)
-
-
-async def test_a_data_send_that_finds_the_peer_gone_takes_the_servers_report(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    # The client's close arrives just before the app's third call, its send: the send raises
-    # OSError, and the server's receive then reports the client's 1000.
-    server = FakeServer([ClientEvent(3, ClientClose(1000))])
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
-        records, escaped = await run(
-            raw(ACCEPT, sends({"type": "websocket.send", "text": "x"})), server
-        )
-    assert escaped is None  # the OSError after the peer left is an ordinary end
-    assert server.closes == []
-    [record] = records
-    assert (record.code, record.reason, record.initiator) == (1000, "", "client")
-    assert record.exception is None
-    assert record.messages_sent == 0
-    [log] = [r for r in caplog.records if r.name == LOGGER_NAME]
-    assert log.levelno == logging.INFO
-
-
 async def test_starlettes_disconnect_after_a_failed_send_is_ordinary(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -779,6 +709,24 @@ async def test_a_close_the_server_refuses_is_raised_to_it_once_the_app_is_done()
     assert (record.code, record.requested_code, record.exception) == (1011, 1001, None)
     assert record.violation is not None
     assert "refused" in record.violation
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "refused"),
+    [
+        (1001, "invalid close code 1001 (must be 1000 or from [3000, 4999])", True),
+        (1011, "invalid close code 1011 (must be 1000 or from [3000, 4999])", True),
+        (1001, "invalid close code 1011 (must be 1000 or ...)", False),  # another code
+        (1000, "invalid close code 1000", False),  # a 1000 is never called refused
+        (1001, "'WebSocketProtocol' object has no attribute 'transfer_data_task'", False),
+    ],
+)
+def test_daphnes_refusal_of_a_code_is_named_at_the_server_boundary(
+    code: int, error: str, refused: bool
+) -> None:
+    from closeguard.server import refuses_code
+
+    assert refuses_code(Exception(error), code) is refused
 
 
 # Cancellation --------------------------------------------------------------------------------
@@ -1002,80 +950,3 @@ async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
     assert record.connection_id in failure.getMessage()
     assert failure.exc_info is not None
     assert isinstance(failure.exc_info[1], ValueError)
-
-
-# Counting ------------------------------------------------------------------------------------
-
-
-async def test_text_is_counted_in_utf8_bytes_both_ways() -> None:
-    text = "aé€😀"  # 4 characters, 10 bytes
-    server = FakeServer([ClientText(text), ClientClose(1000)])
-    records, escaped = await run(raw(ACCEPT, echo_until_disconnect), server)
-    assert escaped is None
-    [record] = records
-    assert (record.messages_received, record.bytes_received) == (1, 10)
-    assert (record.messages_sent, record.bytes_sent) == (1, 10)
-
-
-async def test_a_text_of_exactly_the_limit_in_bytes_passes() -> None:
-    text = "é" * 5  # 5 characters, 10 bytes
-    server = FakeServer([ClientText(text), ClientClose(1000)])
-    records, _ = await run(raw(ACCEPT, echo_until_disconnect), server, max_message_size=10)
-    assert server.closes == []
-    assert [frame.data for frame in server.wire if frame.kind == "text"] == [text]
-    assert records[0].bytes_received == 10
-
-
-@pytest.mark.parametrize(
-    "payload",
-    ["ascii", "é" * 3, "中文", "😀 emoji", "lone \ud800 surrogate", b"\x00\xffbytes", "", b""],
-)
-async def test_the_counts_follow_the_cores_size_rule(payload: str | bytes) -> None:
-    """The wrapper writes the size rule out for speed: it must agree with ``message_size``."""
-    key = "text" if isinstance(payload, str) else "bytes"
-    message: Message = {"type": "websocket.receive", key: payload}
-    inbox: list[Message] = [
-        {"type": "websocket.connect"},
-        message,
-        message,
-        {"type": "websocket.disconnect", "code": 1000, "reason": ""},
-    ]
-    records: list[CloseRecord] = []
-
-    async def echo(scope: Scope, receive: Receive, send: Send) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        while (incoming := await receive())["type"] == "websocket.receive":
-            await send({"type": "websocket.send", key: incoming[key]})
-
-    async def server_receive() -> Message:
-        return inbox.pop(0)
-
-    async def server_send(message: Message) -> None:
-        pass
-
-    guarded = WebSocketCloseMiddleware(echo, max_message_size=None, on_close=records.append)
-    await guarded({"type": "websocket", "path": "/size"}, server_receive, server_send)
-    size = message_size(message)
-    assert size is not None
-    (record,) = records
-    assert (record.messages_received, record.bytes_received) == (2, 2 * size)
-    assert (record.messages_sent, record.bytes_sent) == (2, 2 * size)
-
-
-@pytest.mark.parametrize(
-    ("code", "error", "refused"),
-    [
-        (1001, "invalid close code 1001 (must be 1000 or from [3000, 4999])", True),
-        (1011, "invalid close code 1011 (must be 1000 or from [3000, 4999])", True),
-        (1001, "invalid close code 1011 (must be 1000 or ...)", False),  # another code
-        (1000, "invalid close code 1000", False),  # a 1000 is never called refused
-        (1001, "'WebSocketProtocol' object has no attribute 'transfer_data_task'", False),
-    ],
-)
-def test_daphnes_refusal_of_a_code_is_named_at_the_server_boundary(
-    code: int, error: str, refused: bool
-) -> None:
-    from closeguard.server import refuses_code
-
-    assert refuses_code(Exception(error), code) is refused
