@@ -14,12 +14,11 @@ import anyio
 from starlette.types import Message, Scope
 
 from . import deadlines, drain, unwritten
-from .closelog import LOGGER_NAME, log_record, report_failure
+from .closelog import LOGGER_NAME, log_record
 from .connection import DRAINING_REASON, CloseInstead, Connection, Ending
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .options import MaxMessageSize, check_options, limit_for
 from .policies import CAPACITY_RETRY_AFTER, OVER_CAPACITY, Count, Policies, Rate, Seconds
-from .record import CloseRecord
 from .server import Server
 
 __all__ = ["ASGIApplication", "MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -141,7 +140,7 @@ class WebSocketCloseMiddleware:
         # The scope is this connection's own dict (ASGI); Starlette adds its keys to it too.
         scope[SCOPE_KEY] = conn.connection_id
         server = Server(conn, receive, send)
-        unwritten.remember(conn, self.write_record_at_exit, self.hooks)
+        unwritten.remember(conn, self.logger, self.hooks)
         if self.drain_file is not None:
             drain.watch_file(self.drain_file)
         if drain.draining() or counted is None:
@@ -228,44 +227,13 @@ class WebSocketCloseMiddleware:
         try:
             if ending.shielded:  # a cancel scope costs 7 us: only where a teardown needs one
                 with anyio.move_on_after(TEARDOWN_CLOSE_WAIT, shield=True):
-                    await self._close(server, ending)
+                    await server.finish(ending.close)
             else:
-                await self._close(server, ending)
+                await server.finish(ending.close)
         finally:
-            # None when the process's exit wrote it already.
-            record = self._take_record(server.conn)
+            record = unwritten.take(server.conn)  # None: the process's exit wrote it already
             if record is not None:
-                self._log(record, exc if ending.log_traceback else None)
+                log_record(self.logger, record, exc if ending.log_traceback else None)
                 started = self.hooks.start(record)
                 if started:
                     await self.hooks.finish(record, started)
-
-    async def _close(self, server: Server, ending: Ending) -> None:
-        if server.closing is not None:
-            # A drain's or a deadline's close, handed over from another task: it goes out before
-            # the app's task ends (an app that only sends ends the moment a send is refused).
-            await asyncio.wait([server.closing])
-        if ending.close is not None:
-            await server.send_close(ending.close)
-        if server.conn.awaits_report:
-            await server.read_report()
-
-    def write_record_at_exit(self, conn: Connection) -> CloseRecord | None:
-        """Log the record of a connection the server never ended, as its process exits; the
-        record, for the exit to hand to the hooks once every such record is logged."""
-        record = self._take_record(conn)
-        if record is not None:
-            self._log(record, None)
-        return record
-
-    def _take_record(self, conn: Connection) -> CloseRecord | None:
-        if not unwritten.forget(conn):
-            return None
-        return conn.record(time.perf_counter() - conn.started)
-
-    def _log(self, record: CloseRecord, exc: BaseException | None) -> None:
-        """A broken log handler must not raise into the server: the connection is over."""
-        try:
-            log_record(self.logger, record, exc)
-        except Exception:
-            report_failure(f"closeguard: logging the close record of {record.connection_id}")

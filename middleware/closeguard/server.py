@@ -125,6 +125,18 @@ class Server:
             self.conn.server_cancels()
             raise
 
+    async def finish(self, close: Message | None) -> None:
+        """Carry out the end the core decided, in order: a close handed over from another task
+        (a drain's, a deadline's) goes out before the app's task ends, since an app that only
+        sends ends the moment a send is refused; then closeguard's own ``close``, if one is
+        due; then, for a peer a send found gone, the server's report of how it ended."""
+        if self.closing is not None:
+            await asyncio.wait([self.closing])
+        if close is not None:
+            await self.send_close(close)
+        if self.conn.awaits_report:
+            await self.read_report()
+
     async def read_report(self) -> None:
         """Read what the server says of the end of a connection whose peer a send found gone
         (``websocket.disconnect``): the client's close, or a lost connection."""

@@ -12,15 +12,17 @@ the hooks do (hang, swallow the cancellation, wait on a thread).
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing.util
 import threading
-from collections.abc import Callable
+import time
 
+from .closelog import log_record
 from .connection import Connection
 from .hooks import Hooks, under_asyncio
 from .record import CloseRecord
 
-__all__ = ["EXIT_HOOK_WAIT", "forget", "remember"]
+__all__ = ["EXIT_HOOK_WAIT", "remember", "take"]
 
 #: How long the ``async`` hooks of every record written at a process's exit may run, in all.
 #: Within a container's usual 10 s between SIGTERM and SIGKILL, with room for the server's own.
@@ -30,22 +32,17 @@ EXIT_HOOK_WAIT = 5.0
 #: that do end cleanly, and only the ones that will not are left pending.
 CANCEL_SETTLE = 0.1
 
-#: What logs a connection's record at exit (None: it was written already), and its hooks.
-Writer = tuple[Callable[[Connection], "CloseRecord | None"], Hooks]
-
-#: Each unwritten connection, with what writes its record at exit.
-_unwritten: dict[Connection, Writer] = {}
+#: Each unwritten connection, with the logger and the hooks its record goes to.
+_unwritten: dict[Connection, tuple[logging.Logger, Hooks]] = {}
 #: The hooks the exit cut off and could not end: kept, so that the loop they are left in does
 #: not report each as "destroyed but pending" in the log, after it was logged as cut off.
 _abandoned: list[asyncio.Task[object]] = []
 _finalizer: multiprocessing.util.Finalize | None = None
 
 
-def remember(
-    conn: Connection, log_at_exit: Callable[[Connection], CloseRecord | None], hooks: Hooks
-) -> None:
-    """Keep ``conn`` until :func:`forget`; at the process's exit, ``log_at_exit(conn)``, then
-    ``hooks`` with the record it returns."""
+def remember(conn: Connection, logger: logging.Logger, hooks: Hooks) -> None:
+    """Keep ``conn`` until :func:`take`; at the process's exit, its record goes to ``logger``,
+    then to ``hooks``."""
     global _finalizer
     if _finalizer is None:
         # A multiprocessing finalizer, not atexit: it runs at a normal exit too
@@ -54,22 +51,27 @@ def remember(
         # Registered with the first connection, so a process that never serves a WebSocket
         # has nothing to run.
         _finalizer = multiprocessing.util.Finalize(None, _write_all, exitpriority=0)
-    _unwritten[conn] = (log_at_exit, hooks)
+    _unwritten[conn] = (logger, hooks)
 
 
-def forget(conn: Connection) -> bool:
-    """Take ``conn`` off the list; False when it was not there (the exit wrote it already)."""
-    return _unwritten.pop(conn, None) is not None
+def take(conn: Connection) -> CloseRecord | None:
+    """The record of ``conn``, taken off the list: once, by the connection's end or by the
+    process's exit, whichever comes first (None for the other)."""
+    if _unwritten.pop(conn, None) is None:
+        return None
+    return conn.record(time.perf_counter() - conn.started)
 
 
 def _write_all() -> None:
     """Log every unwritten record, then run their hooks within :data:`EXIT_HOOK_WAIT`."""
     written: list[tuple[Hooks, CloseRecord]] = []
-    for conn, (log_at_exit, hooks) in list(_unwritten.items()):
+    for conn, (logger, hooks) in list(_unwritten.items()):
         conn.process_exits()
-        record = log_at_exit(conn)
-        if record is not None and hooks.hooks:
-            written.append((hooks, record))
+        record = take(conn)
+        if record is not None:
+            log_record(logger, record)
+            if hooks.hooks:
+                written.append((hooks, record))
     if not written:
         return
     if not under_asyncio():  # as at a process's exit: no loop runs in this thread
