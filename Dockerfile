@@ -16,6 +16,8 @@ COPY middleware ./middleware
 RUN pip install --no-cache-dir '.[app]'
 
 COPY app ./app
+# The explorer page's reconnect logic is the documentation's own snippet, served as it is.
+COPY docs/examples/reconnect.js ./docs/examples/reconnect.js
 
 # A numeric user, so that a runtime can check "not root" without reading /etc/passwd.
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin closeguard

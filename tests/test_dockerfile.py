@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from app import page
 from bench.harness import ROOT, free_port
 from tests.app_support import AppProcess, app_env, http_get, run_app
 from tests.conftest import talk
@@ -124,8 +125,11 @@ def test_the_build_context_holds_only_what_the_image_copies() -> None:
         for source in args.split()[:-1]
         if not source.startswith("--")
     }
-    assert copied == allowed == {"pyproject.toml", "README.md", "middleware", "app"}
+    image = {"pyproject.toml", "README.md", "middleware", "app", "docs/examples/reconnect.js"}
+    assert copied == allowed == image
     assert all((ROOT / path).exists() for path in copied)
+    # What app/ reads from beyond itself is in the image too, at the same place.
+    assert page.RECONNECT_JS.resolve().relative_to(ROOT).as_posix() in copied
 
 
 def test_what_the_image_copies_builds_a_wheel_with_closeguard(tmp_path: Path) -> None:
