@@ -12,7 +12,6 @@ message shape the others do not send.
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import logging
 import sys
@@ -195,17 +194,6 @@ async def test_an_apps_1011_goes_out_with_closeguards_reason_alone(
 
 
 # Exceptions --------------------------------------------------------------------------------
-
-
-async def test_reraise_off_swallows_after_the_1011(caplog: pytest.LogCaptureFixture) -> None:
-    server = FakeServer()
-    with caplog.at_level(logging.INFO, logger="closeguard"):
-        _records, escaped = await run(raw(ACCEPT, raises), server, reraise=False)
-    assert escaped is None
-    assert server.closes == [(1011, "internal error")]
-    [log] = [r for r in caplog.records if r.name == "closeguard"]
-    assert log.levelno == logging.ERROR
-    assert log.exc_info is not None  # the one traceback, since the server never sees it
 
 
 @pytest.mark.parametrize(
@@ -451,81 +439,6 @@ async def test_every_hook_gets_the_record_in_turn_async_ones_awaited() -> None:
     assert calls[0][1].code == 1000
 
 
-async def test_a_failing_hook_is_logged_and_the_others_still_run(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    calls: list[str] = []
-
-    async def failing(record: CloseRecord) -> None:
-        await asyncio.sleep(0)
-        raise OSError("the record store is down")
-
-    def broken(record: CloseRecord) -> None:
-        raise ValueError("hook bug")
-
-    server = FakeServer()
-    guarded = WebSocketCloseMiddleware(
-        raw(ACCEPT, raises),
-        on_close=[failing, broken, lambda record: calls.append(record.connection_id)],
-        reraise=False,
-    )
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
-        await guarded(scope(), server.receive, server.send)
-    assert server.closes == [(1011, "internal error")]
-    assert len(calls) == 1
-    failures = [r for r in caplog.records if "on_close hook" in r.getMessage()]
-    assert [r.getMessage().split(" failed")[0].rsplit(".", 1)[-1] for r in failures] == [
-        "broken",
-        "failing",
-    ]
-    assert all(r.levelno == logging.ERROR and r.exc_info for r in failures)
-    assert calls[0] in failures[0].getMessage()
-
-
-async def test_an_async_hook_runs_even_when_a_shutdown_cancels_the_task() -> None:
-    stored: list[CloseRecord] = []
-
-    async def store(record: CloseRecord) -> None:
-        await asyncio.sleep(0.01)  # a cancellation would land here, were it not shielded
-        stored.append(record)
-
-    server = FakeServer(idle="wait")
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=store)
-    task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
-    await settle(lambda: server.calls == 3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    [record] = stored
-    assert (record.accepted, record.initiator) == (True, "server")
-
-
-async def test_a_hanging_async_hook_is_given_up_on_and_logged(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr("closeguard.hooks.ASYNC_HOOK_WAIT", 0.05)
-
-    async def hangs(record: CloseRecord) -> None:
-        await asyncio.Event().wait()
-
-    async def after_it(record: CloseRecord) -> None:
-        await asyncio.sleep(0)
-
-    server = FakeServer()
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=[hangs, after_it])
-    with (
-        caplog.at_level(logging.INFO, logger=LOGGER_NAME),
-        warnings.catch_warnings(record=True) as seen,
-    ):
-        warnings.simplefilter("always")
-        await asyncio.wait_for(guarded(scope(), server.receive, server.send), timeout=5)
-        gc.collect()
-    [failure] = [r for r in caplog.records if "on_close hook" in r.getMessage()]
-    assert "hangs was cut off after 0.05 s" in failure.getMessage()
-    # The hook that never got its turn is closed, not left to warn that it was never awaited.
-    assert not [w for w in seen if "never awaited" in str(w.message)]
-
-
 async def test_records_written_at_exit_run_async_hooks_in_a_loop_of_their_own() -> None:
     from closeguard.unwritten import _write_all
 
@@ -742,10 +655,17 @@ async def settle(until: Callable[[], bool]) -> None:
 
 async def test_a_cancelled_receive_sends_1012_leaves_one_record_then_propagates() -> None:
     """A server tearing the task down (hypercorn after its graceful timeout) would leave the
-    client a 1011 or nothing: closeguard sends 1012, which clients retry."""
+    client a 1011 or nothing: closeguard sends 1012, which clients retry. An async hook still
+    runs to its end, though the cancellation would land in it."""
     records: list[CloseRecord] = []
+    stored: list[CloseRecord] = []
+
+    async def store(record: CloseRecord) -> None:
+        await asyncio.sleep(0.01)  # a cancellation would land here, were it not shielded
+        stored.append(record)
+
     server = FakeServer(idle="wait")  # a quiet client: the app's receive waits
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=records.append)
+    guarded = WebSocketCloseMiddleware(raw(ACCEPT, receives), on_close=[records.append, store])
     task = asyncio.ensure_future(guarded(scope(), server.receive, server.send))
     await settle(lambda: server.calls == 3)  # connect, accept, the waiting receive
     task.cancel()
@@ -755,6 +675,7 @@ async def test_a_cancelled_receive_sends_1012_leaves_one_record_then_propagates(
     [record] = records
     assert (record.accepted, record.code, record.initiator) == (True, 1012, "server")
     assert record.exception is None
+    assert stored == [record]
 
 
 async def test_the_teardown_close_is_given_up_on_after_its_bound(
@@ -925,28 +846,3 @@ async def test_a_broken_log_and_a_broken_hook_raise_nothing(
     err = capsys.readouterr().err
     assert f"closeguard: the on_close hook for {calls[0].connection_id} failed" in err
     assert "hook bug" in err
-
-
-async def test_a_broken_hook_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[CloseRecord] = []
-
-    def hook(record: CloseRecord) -> None:
-        calls.append(record)
-        raise ValueError("hook bug")
-
-    server = FakeServer()
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=hook)
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
-        await guarded(scope(), server.receive, server.send)
-    assert server.closes == [(1000, "")]
-    [record] = calls
-    logs = [r for r in caplog.records if r.name == LOGGER_NAME]
-    assert len(logs) == 2  # the record, then the hook's failure
-    failure = logs[1]
-    assert failure.levelno == logging.ERROR
-    assert "on_close hook test_a_broken_hook_is_logged_not_raised.<locals>.hook failed" in (
-        failure.getMessage()
-    )
-    assert record.connection_id in failure.getMessage()
-    assert failure.exc_info is not None
-    assert isinstance(failure.exc_info[1], ValueError)

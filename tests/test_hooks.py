@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import logging
 import pickle
 import sys
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -107,13 +109,20 @@ async def test_a_hanging_hook_is_cut_off_by_name_and_the_others_finish(
         await asyncio.sleep(bound / 4)
         records.append(record)
 
-    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+    with (
+        caplog.at_level(logging.INFO, logger=LOGGER_NAME),
+        warnings.catch_warnings(record=True) as seen,
+    ):
+        warnings.simplefilter("always")
         await serve_once(WebSocketCloseMiddleware(accept_and_return, on_close=[hangs, stores]))
+        gc.collect()
     [record] = records
     assert hook_failures(caplog) == [
         f"closeguard on_close hook {hangs.__qualname__} was cut off after {bound:g} s "
         f"for {record.connection_id}"
     ]
+    # The hook cut off is cancelled, not left to warn that it was never awaited.
+    assert not [w for w in seen if "never awaited" in str(w.message)]
 
 
 async def swallows_cancellation(record: CloseRecord) -> None:
@@ -167,12 +176,21 @@ def raises_plainly(record: CloseRecord) -> None:
     raise HookError("the record store is down")
 
 
-@pytest.mark.parametrize(
-    "hook", [raises_cancelled, raises_cancelled_later, raises_a_group, raises_plainly]
-)
+#: What each hook below raises, as the traceback logged with its failure shows it (None: quiet).
+RAISED: dict[Any, type[BaseException] | None] = {
+    raises_cancelled: asyncio.CancelledError,
+    raises_cancelled_later: None,
+    raises_a_group: BaseExceptionGroup,
+    raises_plainly: HookError,
+}
+
+
+@pytest.mark.parametrize("hook", list(RAISED))
 async def test_no_exception_from_a_hook_reaches_the_server_or_stops_another(
     hook: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Each failure is logged at ERROR after the record's own line, naming the hook and the
+    connection, with the hook's own traceback."""
     after: list[CloseRecord] = []
 
     async def later(record: CloseRecord) -> None:
@@ -184,13 +202,21 @@ async def test_no_exception_from_a_hook_reaches_the_server_or_stops_another(
         await serve_once(guarded)  # nothing is raised
     assert len(after) == 2
     failures = hook_failures(caplog)
-    if hook in (raises_cancelled_later,):
+    logs = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert getattr(logs[0], "connection_id", None) == after[0].connection_id  # the record
+    raised = RAISED[hook]
+    if raised is None:
         # An async hook's own CancelledError cannot be told from its being cancelled: quiet.
         assert failures == []
+        assert len(logs) == 1
     else:
         assert failures == [
             f"closeguard on_close hook {hook.__qualname__} failed for {after[0].connection_id}"
         ]
+        [failure] = logs[1:]
+        assert failure.levelno == logging.ERROR
+        assert failure.exc_info is not None
+        assert isinstance(failure.exc_info[1], raised)
 
 
 def as_generator(record: CloseRecord) -> Iterator[None]:
