@@ -558,30 +558,33 @@ def failing_send(server: FakeServer, message_type: str, error: BaseException) ->
     return send
 
 
-async def test_an_accept_the_server_refuses_is_no_websocket() -> None:
+@pytest.mark.parametrize(
+    ("error", "exception"),
+    [
+        (RuntimeError("invalid header value"), "RuntimeError"),
+        (ConnectionResetError("reset by peer"), None),
+    ],
+    ids=["refused", "client gone"],
+)
+async def test_an_accept_the_server_does_not_send_is_no_websocket(
+    error: Exception, exception: str | None
+) -> None:
     """A server that cannot send the accept (say, a header it refuses) raises RuntimeError:
-    the app's resulting exception is the server's to answer (HTTP 500), and no close goes."""
+    the app's resulting exception is the server's to answer (HTTP 500), and no close goes. One
+    that finds the client gone raises OSError: no error of the app's, and nothing escapes."""
     server = FakeServer()
-    error = RuntimeError("invalid header value")
     records: list[CloseRecord] = []
     guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=records.append)
-    with pytest.raises(RuntimeError) as info:
-        await guarded(scope(), server.receive, failing_send(server, "websocket.accept", error))
-    assert info.value is error
+    send = failing_send(server, "websocket.accept", error)
+    if exception is None:
+        await guarded(scope(), server.receive, send)
+    else:
+        with pytest.raises(type(error)) as info:
+            await guarded(scope(), server.receive, send)
+        assert info.value is error
     assert server.wire == []
     [record] = records
-    assert (record.accepted, record.code, record.exception) == (False, None, "RuntimeError")
-
-
-async def test_an_accept_that_finds_the_client_gone_is_no_websocket() -> None:
-    server = FakeServer()
-    send = failing_send(server, "websocket.accept", ConnectionResetError("reset by peer"))
-    records: list[CloseRecord] = []
-    guarded = WebSocketCloseMiddleware(raw(ACCEPT), on_close=records.append)
-    await guarded(scope(), server.receive, send)  # the peer gone is no error of the app's
-    assert server.wire == []
-    [record] = records
-    assert (record.accepted, record.code, record.exception) == (False, None, None)
+    assert (record.accepted, record.code, record.exception) == (False, None, exception)
 
 
 async def test_starlettes_disconnect_after_a_failed_send_is_ordinary(
