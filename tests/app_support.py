@@ -2,7 +2,8 @@
 
 Shared by the app, browser, Dockerfile and Prometheus tests (it holds no tests itself). The
 process runs from the repository root, as ``app/`` is not installed; its stdout (the JSON log)
-goes to a file the test reads back.
+goes to a file the test reads back. Also the connections both metrics integrations count
+(:func:`end_by_a_policy_and_by_its_words`), under uvicorn in the test's own process.
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import connect
 
 from bench.harness import log_lines, running, stop
+from closeguard import CloseRecord, WebSocketCloseMiddleware
 from tests import chromium
+from tests.conftest import serve, talk
 
 #: The venv's own bin directory first, so ``uvicorn`` in a command is this venv's.
 BIN_DIR = str(Path(sys.executable).parent)
@@ -164,3 +171,37 @@ def chromium_path() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+async def end_by_a_policy_and_by_its_words(on_close: Callable[[CloseRecord], None]) -> None:
+    """Three connections under uvicorn, each handed to ``on_close``, ending with a close
+    policy's words: closeguard's own idle_timeout close (1001 'idle_timeout' after 0.3 s, on
+    ``/idle``), the app's close with the same words (4000 'idle_timeout'), and a client's close
+    with another policy's (1001 'rate_limited'). Only the first is a policy's close: a metric's
+    policy never carries text closeguard did not write."""
+
+    async def hold(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def pretend(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "idle_timeout")
+
+    app = WebSocketCloseMiddleware(
+        Starlette(
+            routes=[
+                WebSocketRoute("/idle", hold),
+                WebSocketRoute("/quiet", hold),
+                WebSocketRoute("/pretend", pretend),
+            ]
+        ),
+        idle_timeout=lambda scope: 0.3 if scope["path"] == "/idle" else None,
+        on_close=on_close,
+    )
+    with serve(app, "websockets-sansio") as url:
+        assert (await talk(f"{url}/idle")).close == (1001, "idle_timeout")
+        assert (await talk(f"{url}/pretend")).close == (4000, "idle_timeout")
+        async with connect(f"{url}/quiet") as ws:
+            await ws.close(1001, "rate_limited")

@@ -43,7 +43,8 @@ from closeguard.opentelemetry import (
 )
 from closeguard.prometheus import OpenConnectionsMiddleware as CountOpenPrometheus
 from closeguard.prometheus import PrometheusCloseMetrics
-from tests.conftest import serve, talk
+from tests.app_support import end_by_a_policy_and_by_its_words
+from tests.conftest import talk
 from tests.fake_server import FakeServer, websocket_scope
 from tests.fuzz_support import ClientClose
 
@@ -218,30 +219,15 @@ async def test_an_exception_is_counted_as_closeguards_1011(telemetry: Telemetry)
 
 
 async def test_a_policy_close_is_counted_under_the_policy_s_name(telemetry: Telemetry) -> None:
-    """Only closeguard's own closes with a policy's reason: an app's close with the same words
-    has no policy attribute, so the attribute never carries text closeguard did not write."""
+    """Only closeguard's own closes with a policy's reason: an app's or a client's close with
+    the same words has no policy attribute, so the attribute never carries text closeguard did
+    not write."""
     metrics = OpenTelemetryCloseMetrics(meter_provider=telemetry.meter_provider)
-
-    async def hold(websocket: WebSocket) -> None:
-        await websocket.accept()
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-    async def pretend(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.close(4000, "rate_limited")
-
-    app = WebSocketCloseMiddleware(
-        Starlette(routes=[WebSocketRoute("/first", hold), WebSocketRoute("/pretend", pretend)]),
-        first_message_timeout=0.3,
-        on_close=metrics.on_close,
-    )
-    with serve(app, "websockets-sansio") as url:
-        assert (await talk(f"{url}/first")).close == (1008, "first_message_timeout")
-        assert (await talk(f"{url}/pretend")).close == (4000, "rate_limited")
+    await end_by_a_policy_and_by_its_words(metrics.on_close)
     assert telemetry.closes() == {
-        attrs(code=1008, initiator="middleware", policy="first_message_timeout"): 1,
+        attrs(code=1001, initiator="middleware", policy="idle_timeout"): 1,
         attrs(code=4000, initiator="app"): 1,
+        attrs(code=1001, initiator="client"): 1,
     }
 
 

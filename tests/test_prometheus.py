@@ -21,7 +21,13 @@ from websockets.asyncio.client import connect
 from bench.harness import ROOT, free_port
 from closeguard import WebSocketCloseMiddleware
 from closeguard.prometheus import OpenConnectionsMiddleware, PrometheusCloseMetrics, exposition
-from tests.app_support import BIN_DIR, app_env, http_get, run_app
+from tests.app_support import (
+    BIN_DIR,
+    app_env,
+    end_by_a_policy_and_by_its_words,
+    http_get,
+    run_app,
+)
 from tests.conftest import serve, talk
 
 
@@ -116,32 +122,7 @@ async def test_closes_are_split_by_the_policy_that_ended_them_and_by_nothing_els
     reason are not a policy, so the label never carries text closeguard did not write."""
     registry = CollectorRegistry()
     metrics = PrometheusCloseMetrics(registry=registry)
-
-    async def hold(websocket: WebSocket) -> None:
-        await websocket.accept()
-        while (await websocket.receive())["type"] != "websocket.disconnect":
-            pass
-
-    async def pretend(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.close(4000, "idle_timeout")
-
-    app = WebSocketCloseMiddleware(
-        Starlette(
-            routes=[
-                WebSocketRoute("/idle", hold),
-                WebSocketRoute("/quiet", hold),
-                WebSocketRoute("/pretend", pretend),
-            ]
-        ),
-        idle_timeout=lambda scope: 0.3 if scope["path"] == "/idle" else None,
-        on_close=metrics.on_close,
-    )
-    with serve(app, "websockets-sansio") as url:
-        assert (await talk(f"{url}/idle")).close == (1001, "idle_timeout")
-        assert (await talk(f"{url}/pretend")).close == (4000, "idle_timeout")
-        async with connect(f"{url}/quiet") as ws:
-            await ws.close(1001, "rate_limited")
+    await end_by_a_policy_and_by_its_words(metrics.on_close)
     text = lines(registry)
     closes = sorted(line for line in text if line.startswith("closeguard_websocket_closes_total"))
     assert closes == [
