@@ -174,11 +174,12 @@ def chromium_path() -> str:
 
 
 async def end_by_a_policy_and_by_its_words(on_close: Callable[[CloseRecord], None]) -> None:
-    """Three connections under uvicorn, each handed to ``on_close``, ending with a close
-    policy's words: closeguard's own idle_timeout close (1001 'idle_timeout' after 0.3 s, on
-    ``/idle``), the app's close with the same words (4000 'idle_timeout'), and a client's close
-    with another policy's (1001 'rate_limited'). Only the first is a policy's close: a metric's
-    policy never carries text closeguard did not write."""
+    """Four connections under uvicorn, each handed to ``on_close``, ending with close policies'
+    words: closeguard's own idle_timeout close (1001, on ``/idle``) and first_message_timeout
+    close (1008, on ``/first``), each after 0.3 s; the app's close with a policy's words (4000
+    'idle_timeout', its first message's deadline still pending); and a client's close with
+    another policy's (1001 'rate_limited'). Only the first two are a policy's closes: a
+    metric's policy never carries text closeguard did not write."""
 
     async def hold(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -193,15 +194,18 @@ async def end_by_a_policy_and_by_its_words(on_close: Callable[[CloseRecord], Non
         Starlette(
             routes=[
                 WebSocketRoute("/idle", hold),
+                WebSocketRoute("/first", hold),
                 WebSocketRoute("/quiet", hold),
                 WebSocketRoute("/pretend", pretend),
             ]
         ),
         idle_timeout=lambda scope: 0.3 if scope["path"] == "/idle" else None,
+        first_message_timeout=lambda scope: None if scope["path"] == "/idle" else 0.3,
         on_close=on_close,
     )
     with serve(app, "websockets-sansio") as url:
         assert (await talk(f"{url}/idle")).close == (1001, "idle_timeout")
+        assert (await talk(f"{url}/first")).close == (1008, "first_message_timeout")
         assert (await talk(f"{url}/pretend")).close == (4000, "idle_timeout")
         async with connect(f"{url}/quiet") as ws:
             await ws.close(1001, "rate_limited")

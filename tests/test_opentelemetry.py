@@ -226,6 +226,7 @@ async def test_a_policy_close_is_counted_under_the_policy_s_name(telemetry: Tele
     await end_by_a_policy_and_by_its_words(metrics.on_close)
     assert telemetry.closes() == {
         attrs(code=1001, initiator="middleware", policy="idle_timeout"): 1,
+        attrs(code=1008, initiator="middleware", policy="first_message_timeout"): 1,
         attrs(code=4000, initiator="app"): 1,
         attrs(code=1001, initiator="client"): 1,
     }

@@ -129,6 +129,8 @@ async def test_closes_are_split_by_the_policy_that_ended_them_and_by_nothing_els
         'closeguard_websocket_closes_total{code="1001",initiator="client",policy="none"} 1.0',
         'closeguard_websocket_closes_total{code="1001",initiator="middleware",'
         'policy="idle_timeout"} 1.0',
+        'closeguard_websocket_closes_total{code="1008",initiator="middleware",'
+        'policy="first_message_timeout"} 1.0',
         'closeguard_websocket_closes_total{code="4000",initiator="app",policy="none"} 1.0',
     ]
 
