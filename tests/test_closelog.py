@@ -237,6 +237,12 @@ def test_a_forwarded_client_is_escaped(kept: tuple[logging.Logger, Keep]) -> Non
     assert line.client == "203.0.113.7\\x1b[2K\\nforged"  # type: ignore[attr-defined]
 
 
+def test_no_client_stays_none(kept: tuple[logging.Logger, Keep]) -> None:
+    """A server that names no client (a Unix socket) leaves the field None, not 'None'."""
+    line = logged(kept, with_(client=None))
+    assert line.client is None  # type: ignore[attr-defined]
+
+
 def test_the_other_fields_are_left_as_they_are(kept: tuple[logging.Logger, Keep]) -> None:
     line = logged(kept, with_(path="/a\nb", reason="c\nd"))
     assert line.connection_id == "abc"  # type: ignore[attr-defined]
