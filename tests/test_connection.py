@@ -646,3 +646,15 @@ def test_the_limit_counts_bytes_not_characters() -> None:
     assert len("é" * 5) < limit
     assert message_size(over) == limit + 1
     assert len("é" * 5 + "a") < limit
+
+
+def test_the_counts_are_utf8_bytes_each_way() -> None:
+    """The record's byte counts are what went on the wire: text as UTF-8, both ways."""
+    conn = opened(limit=None)
+    for text in ("é€", "ascii", "👋"):
+        assert conn.app_sends_data({"type": "websocket.send", "text": text})
+        message = {"type": "websocket.receive", "text": text}
+        assert conn.server_delivers(message) is message
+    conn.app_sends_data({"type": "websocket.send", "bytes": b"\x00\xff"})
+    assert (conn.messages_sent, conn.bytes_sent) == (4, 5 + 5 + 4 + 2)
+    assert (conn.messages_received, conn.bytes_received) == (3, 5 + 5 + 4)
