@@ -28,14 +28,18 @@ PROJECT_MIDDLEWARE = '''"""This project's own middleware, nothing to do with clo
 OWNER = "project"
 '''
 
+#: The project's ``middleware.auth`` still imports, and is the project's.
+PRINT_PROJECT_AUTH_OWNER = (
+    "import importlib; print(importlib.import_module('middleware.auth').OWNER)"
+)
+
 #: A user's program: the project's ``middleware`` and closeguard in one process, a WebSocket
 #: driven through Starlette's TestClient, and what it saw printed as JSON.
 PROGRAM = """
+import importlib
 import json
 import sys
 
-import middleware
-from middleware.auth import OWNER as AUTH_OWNER
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient
@@ -44,6 +48,9 @@ from starlette.websockets import WebSocketDisconnect
 import closeguard
 from closeguard import CloseRecord, WebSocketCloseMiddleware
 
+# The project's own package, named as closeguard's source folder is: "middleware".
+project = importlib.import_module("middleware")
+project_auth = importlib.import_module("middleware.auth")
 records = []
 
 
@@ -62,7 +69,7 @@ with TestClient(app) as client, client.websocket_connect("/ws") as websocket:
 
 json.dump(
     {
-        "project_middleware": [middleware.OWNER, AUTH_OWNER, middleware.__file__],
+        "project_middleware": [project.OWNER, project_auth.OWNER, project.__file__],
         "closeguard_file": closeguard.__file__,
         "version": closeguard.__version__,
         "close": close,
@@ -196,7 +203,7 @@ def test_an_editable_middleware_package_survives_closeguard_s_install_and_uninst
     pip(python, "uninstall", "--yes", "closeguard")
     assert sorted(p.relative_to(project) for p in project.rglob("*.py")) == before
     done = subprocess.run(
-        [str(python), "-c", "import middleware.auth; print(middleware.auth.OWNER)"],
+        [str(python), "-c", PRINT_PROJECT_AUTH_OWNER],
         cwd=elsewhere,
         capture_output=True,
         text=True,
