@@ -130,7 +130,9 @@ function renderServer(panel, record) {
   panel.append(list, raw);
 }
 
-async function run(section, path, params, scenario) {
+/** Run one scenario in its section: the button held, "running…" shown, then the panels that
+ * `panels()` makes, or what failed; `data-state="done"` either way (the browser tests wait on it). */
+async function showRun(section, panels) {
   const button = section.querySelector("button[type=submit]");
   const result = section.querySelector(".result");
   button.disabled = true;
@@ -138,19 +140,25 @@ async function run(section, path, params, scenario) {
   result.replaceChildren(el("p", { class: "running" }, "running…"));
   result.removeAttribute("data-state");
   try {
-    const key = nonce();
-    const seen = await observe(wsUrl(path, { ...params, nonce: key }), scenario);
-    const browser = el("div", { class: "panel browser" });
-    const server = el("div", { class: "panel server" });
-    await renderBrowser(browser, seen);
-    renderServer(server, await fetchRecord(key));
-    result.replaceChildren(browser, server);
+    result.replaceChildren(...(await panels()));
   } catch (err) {
     result.replaceChildren(el("p", { class: "bad" }, `The page failed: ${err}`));
   } finally {
     result.setAttribute("data-state", "done");
     button.disabled = false;
   }
+}
+
+function run(section, path, params, scenario) {
+  return showRun(section, async () => {
+    const key = nonce();
+    const seen = await observe(wsUrl(path, { ...params, nonce: key }), scenario);
+    const browser = el("div", { class: "panel browser" });
+    const server = el("div", { class: "panel server" });
+    await renderBrowser(browser, seen);
+    renderServer(server, await fetchRecord(key));
+    return [browser, server];
+  });
 }
 
 const SCENARIOS = {
@@ -429,14 +437,8 @@ function renderRetry(panel, run, record) {
   panel.append(steps);
 }
 
-async function runPolicy(section, demo) {
-  const button = section.querySelector("button[type=submit]");
-  const result = section.querySelector(".result");
-  button.disabled = true;
-  result.hidden = false;
-  result.replaceChildren(el("p", { class: "running" }, "running…"));
-  result.removeAttribute("data-state");
-  try {
+function runPolicy(section, demo) {
+  return showRun(section, async () => {
     try {
       snippet = await SNIPPET;
     } catch (err) {
@@ -455,13 +457,8 @@ async function runPolicy(section, demo) {
     await renderBrowser(browser, seen);
     renderServer(server, record);
     renderRetry(retry, run, record);
-    result.replaceChildren(browser, server, retry);
-  } catch (err) {
-    result.replaceChildren(el("p", { class: "bad" }, `The page failed: ${err}`));
-  } finally {
-    result.setAttribute("data-state", "done");
-    button.disabled = false;
-  }
+    return [browser, server, retry];
+  });
 }
 
 function setUpPolicies() {
