@@ -72,11 +72,10 @@ class Limits(NamedTuple):
     idle_timeout: float | None
     max_lifetime: float | None
     first_message_timeout: float | None
-    max_messages_per_second: float | None
-    max_bytes_per_second: float | None
-    #: Each rate as a token bucket ``burst`` seconds of it deep (at least one message), kept as
-    #: the time one message, or one byte, takes to come back (0: the rate is off) and the
-    #: bucket's depth in that time. See :meth:`Watch.heard_from_client`.
+    #: Each rate (``max_messages_per_second``, ``max_bytes_per_second``) as a token bucket
+    #: ``burst`` seconds of it deep (at least one message), kept as the time one message, or
+    #: one byte, takes to come back (0: the rate is off) and the bucket's depth in that time.
+    #: See :meth:`Watch.heard_from_client`.
     message_interval: float
     message_depth: float
     byte_interval: float
@@ -100,8 +99,6 @@ class Limits(NamedTuple):
             idle_timeout,
             max_lifetime,
             first_message_timeout,
-            max_messages_per_second,
-            max_bytes_per_second,
             message_interval,
             message_depth,
             byte_interval,
