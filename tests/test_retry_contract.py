@@ -40,8 +40,8 @@ def test_every_policy_close_has_its_row_with_the_code_the_policy_sends() -> None
     assert table[DRAINING_REASON] == {None, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}
     assert table[INTERNAL_ERROR_REASON] == {CloseCode.INTERNAL_ERROR}
     # No reason: the app's forgotten close, and the server's teardown (as uvicorn's own 1012).
-    assert SHUTDOWN_REASON == ""
     assert table[""] == {CloseCode.NORMAL_CLOSURE, CloseCode.SERVICE_RESTART}
+    assert CloseCode.SERVICE_RESTART in table[SHUTDOWN_REASON]  # the row says what is sent
 
 
 def test_the_reasons_a_metric_may_carry_are_the_drain_s_and_the_policies() -> None:
