@@ -92,7 +92,9 @@ LIMITS: dict[str, frozenset[str]] = {
             "prints_closeguard_log",
         }
     ),
-    "granian": frozenset({"drops_client_reason", "crash_before_accept_is_403"}),
+    "granian": frozenset(
+        {"drops_client_reason", "crash_before_accept_is_403", "resets_a_client_still_sending"}
+    ),
     "hypercorn": frozenset({"client_close_reaches_app_as_1006"}),
 }
 
@@ -109,6 +111,10 @@ LIMIT_REASONS: dict[str, str] = {
     "drops_client_reason": "granian gives the app the client's close code but not its reason.",
     "crash_before_accept_is_403": "granian answers an app that fails before accept with "
     "HTTP 403, not 500.",
+    "resets_a_client_still_sending": "granian drops TCP as the app returns, without waiting "
+    "for the client's Close (RFC 6455 section 7.1.1): with the client's unread messages in its "
+    "buffer that is a reset, and a client still writing when it lands (the websockets client, "
+    "a browser) may drop the Close frame it was sent and report 1006.",
     "client_close_reaches_app_as_1006": "hypercorn answers the client's close correctly on the "
     "wire but tells the app 1006, so the record cannot know the client's code.",
 }
