@@ -11,14 +11,22 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Literal, TypeAlias
 
 import anyio
-from starlette.types import Message, Scope
+from starlette.types import Scope
 
 from . import deadlines, drain, unwritten
 from .closelog import LOGGER_NAME, log_record
-from .connection import DRAINING_REASON, CloseInstead, Connection, Ending
+from .connection import DRAINING_REASON, Connection, Ending
+from .guarded import Guarded
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .options import MaxMessageSize, check_options, limit_for
-from .policies import CAPACITY_RETRY_AFTER, OVER_CAPACITY, Count, Policies, Rate, Seconds
+from .policies import (
+    CAPACITY_RETRY_AFTER,
+    OVER_CAPACITY,
+    Count,
+    Policies,
+    Rate,
+    Seconds,
+)
 from .server import Server
 
 __all__ = ["ASGIApplication", "MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]
@@ -127,7 +135,7 @@ class WebSocketCloseMiddleware:
             counted = self.policies.admit(scope)
             bad_option = None
         except ValueError as error:  # a callable option's nonsense: the handshake fails
-            limit, limits, counted, bad_option = None, None, [], error  # (HTTP 500), recorded
+            limit, limits, counted, bad_option = None, None, (), error  # (HTTP 500), recorded
         conn = Connection(
             started=time.perf_counter(),
             connection_id=os.urandom(16).hex(),
@@ -140,7 +148,7 @@ class WebSocketCloseMiddleware:
         # The scope is this connection's own dict (ASGI); Starlette adds its keys to it too.
         scope[SCOPE_KEY] = conn.connection_id
         server = Server(conn, receive, send)
-        unwritten.remember(conn, self.logger, self.hooks)
+        unwritten.remember(conn, self.hooks)
         if self.drain_file is not None:
             drain.watch_file(self.drain_file)
         if drain.draining() or counted is None:
@@ -153,40 +161,16 @@ class WebSocketCloseMiddleware:
             try:
                 await server.refuse(scope, reason, retry_after)
             finally:
-                self.policies.release(counted or [])
+                self.policies.release(counted or ())
                 await self._end(server, conn.app_ends(None), None)
             return
-
-        async def guarded_receive() -> Message:
-            while conn.app_disconnect is None:
-                message: Message = await receive()
-                answer = conn.server_delivers(message)
-                if answer is message:
-                    return message
-                if isinstance(answer, CloseInstead):
-                    await server.send_close(answer.close, fallback=answer.fallback)
-                # None: what arrived after a close went out; read on.
-            return conn.app_disconnect
-
-        async def guarded_send(message: Message) -> None:
-            if conn.app_sends_data(message):
-                try:
-                    await send(message)
-                except OSError:
-                    conn.server_loses_peer(message)
-                    raise
-                return
-            outgoing = conn.app_sends(message)  # accept, close, refusal, or data it refuses
-            if outgoing is not None:
-                await server.send(outgoing)
-                if limits is not None and conn.accepted and conn.watch is None:
-                    deadlines.watch(server, limits)  # the policies' clock starts at accept
 
         drain.opened(server, self.drain_window)
         try:
             if bad_option is not None:
                 raise bad_option
-            await self.app(scope, guarded_receive, guarded_send)
+            guarded = Guarded(server, limits)
+            await self.app(scope, guarded.receive, guarded.send)
         except BaseException as exc:
             self._leave(server, counted)
             ending = conn.app_ends(exc)
@@ -200,7 +184,7 @@ class WebSocketCloseMiddleware:
             # A close the server would not send (daphne): its own error path closes, with 1011.
             raise server.error from None
 
-    def _leave(self, server: Server, counted: list[Hashable]) -> None:
+    def _leave(self, server: Server, counted: tuple[Hashable, ...]) -> None:
         """The app is done: the connection is no longer drained, timed or counted."""
         drain.closed(server)
         deadlines.stop(server)

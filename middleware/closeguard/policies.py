@@ -288,11 +288,11 @@ class Policies:
         )
         return limits if limits.watched else None
 
-    def admit(self, scope: Scope) -> list[Hashable] | None:
+    def admit(self, scope: Scope) -> tuple[Hashable, ...] | None:
         """Count a new connection under each cap that applies to it, and return the keys it
         was counted under; None, counting nothing, when a cap is full."""
         if not self.capped:
-            return []
+            return ()
         caps: list[tuple[Hashable, int]] = []
         total = resolve_count(self.max_connections, scope, "max_connections")
         if total is not None:
@@ -310,9 +310,9 @@ class Policies:
             return None
         for key, _ in caps:
             self.open[key] = self.open.get(key, 0) + 1
-        return [key for key, _ in caps]
+        return tuple(key for key, _ in caps)
 
-    def release(self, keys: list[Hashable]) -> None:
+    def release(self, keys: tuple[Hashable, ...]) -> None:
         for key in keys:
             left = self.open.get(key, 0) - 1
             if left > 0:

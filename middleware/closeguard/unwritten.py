@@ -12,7 +12,6 @@ the hooks do (hang, swallow the cancellation, wait on a thread).
 from __future__ import annotations
 
 import asyncio
-import logging
 import multiprocessing.util
 import threading
 import time
@@ -32,17 +31,18 @@ EXIT_HOOK_WAIT = 5.0
 #: that do end cleanly, and only the ones that will not are left pending.
 CANCEL_SETTLE = 0.1
 
-#: Each unwritten connection, with the logger and the hooks its record goes to.
-_unwritten: dict[Connection, tuple[logging.Logger, Hooks]] = {}
+#: Each unwritten connection, with the hooks its record goes to (and their logger, which is
+#: the middleware's: the record's too).
+_unwritten: dict[Connection, Hooks] = {}
 #: The hooks the exit cut off and could not end: kept, so that the loop they are left in does
 #: not report each as "destroyed but pending" in the log, after it was logged as cut off.
 _abandoned: list[asyncio.Task[object]] = []
 _finalizer: multiprocessing.util.Finalize | None = None
 
 
-def remember(conn: Connection, logger: logging.Logger, hooks: Hooks) -> None:
-    """Keep ``conn`` until :func:`take`; at the process's exit, its record goes to ``logger``,
-    then to ``hooks``."""
+def remember(conn: Connection, hooks: Hooks) -> None:
+    """Keep ``conn`` until :func:`take`; at the process's exit, its record goes to the
+    middleware's logger, then to its ``hooks``."""
     global _finalizer
     if _finalizer is None:
         # A multiprocessing finalizer, not atexit: it runs at a normal exit too
@@ -51,7 +51,7 @@ def remember(conn: Connection, logger: logging.Logger, hooks: Hooks) -> None:
         # Registered with the first connection, so a process that never serves a WebSocket
         # has nothing to run.
         _finalizer = multiprocessing.util.Finalize(None, _write_all, exitpriority=0)
-    _unwritten[conn] = (logger, hooks)
+    _unwritten[conn] = hooks
 
 
 def take(conn: Connection) -> CloseRecord | None:
@@ -65,11 +65,11 @@ def take(conn: Connection) -> CloseRecord | None:
 def _write_all() -> None:
     """Log every unwritten record, then run their hooks within :data:`EXIT_HOOK_WAIT`."""
     written: list[tuple[Hooks, CloseRecord]] = []
-    for conn, (logger, hooks) in list(_unwritten.items()):
+    for conn, hooks in list(_unwritten.items()):
         conn.process_exits()
         record = take(conn)
         if record is not None:
-            log_record(logger, record)
+            log_record(hooks.logger, record)
             if hooks.hooks:
                 written.append((hooks, record))
     if not written:
