@@ -92,8 +92,16 @@ def refused(demo: Demo) -> bool:
 
 
 @pytest.mark.parametrize("demo", DEMOS, ids=[demo.name for demo in DEMOS])
-def test_the_page_shows_the_policys_close(demo: Demo, shown: dict[str, Shown]) -> None:
+def test_the_page_shows_the_policys_close(
+    demo: Demo, shown: dict[str, Shown], service: AppProcess
+) -> None:
     fields = shown[demo.name]
+    # What the service logged for this route: the record, and any error of the server's.
+    logged = [
+        line
+        for line in service.log_text().splitlines()
+        if demo.path in line or '"level": "ERROR"' in line
+    ]
     if refused(demo):
         expected = ("1006", "(empty)", "false")
         server = {"server.http_status": "503", "server.reason": demo.reason}
@@ -102,7 +110,7 @@ def test_the_page_shows_the_policys_close(demo: Demo, shown: dict[str, Shown]) -
         expected = (str(int(code)), demo.reason, "true")
         server = {"server.code": str(int(code)), "server.reason": demo.reason}
     browser = (fields["browser.code"], fields["browser.reason"], fields["browser.wasClean"])
-    assert browser == expected, fields
+    assert browser == expected, (fields, logged)
     assert {key: fields.get(key) for key in server} == server, fields
     assert fields["server.initiator"] == "middleware"
     assert fields["browser.opened"] == str(not refused(demo)).lower()
