@@ -19,14 +19,7 @@ from .connection import DRAINING_REASON, Connection, Ending
 from .guarded import Guarded
 from .hooks import Hooks, OnClose, holding_shutdown, keep_until_over, under_asyncio
 from .options import MaxMessageSize, check_options, limit_for
-from .policies import (
-    CAPACITY_RETRY_AFTER,
-    OVER_CAPACITY,
-    Count,
-    Policies,
-    Rate,
-    Seconds,
-)
+from .policies import CAPACITY_RETRY_AFTER, OVER_CAPACITY, Count, Policies, Rate, Seconds
 from .server import Server
 
 __all__ = ["ASGIApplication", "MaxMessageSize", "WebSocketCloseMiddleware", "connection_id"]

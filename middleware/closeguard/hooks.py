@@ -49,7 +49,8 @@ _running: set[asyncio.Task[None]] = set()
 
 
 class Hooks:
-    """The hooks of one middleware, and the logger their failures go to."""
+    """The hooks of one middleware, and its logger: the one its records and the hooks'
+    failures go to."""
 
     def __init__(self, on_close: OnClose | Sequence[OnClose] | None, logger: logging.Logger):
         self.hooks = checked_hooks(on_close)
